@@ -194,6 +194,12 @@ impl Emission {
         }
         if self.plan.reset_after.is_some_and(|r| sent >= r) {
             self.done = true;
+            // Let the connection flush what was sent before the reset: a reset mid-stream
+            // means the client saw the first tokens, even with zero delays.
+            self.ctx
+                .timer
+                .sleep_until(Instant::now() + Duration::from_millis(2))
+                .await;
             return Step::Reset;
         }
         if self.plan.truncate_after.is_some_and(|t| sent >= t) {

@@ -58,10 +58,10 @@ impl Plan {
         });
         // Anthropic requires at least one output token; so do we.
         let mut visible = drawn.max(asked.min_tokens.unwrap_or(0)).max(1);
-        if asked.ignore_eos {
-            if let Some(cap) = asked.cap {
-                visible = visible.max(cap);
-            }
+        if asked.ignore_eos
+            && let Some(cap) = asked.cap
+        {
+            visible = visible.max(cap);
         }
         let wanted = profile.reasoning_tokens.saturating_add(visible);
         let (output_tokens, finish) = match asked.cap {
