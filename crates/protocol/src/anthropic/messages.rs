@@ -271,8 +271,9 @@ pub enum ContentBlock {
     Thinking {
         /// The reasoning text.
         thinking: String,
-        /// Integrity signature (empty in `content_block_start`, filled by `signature_delta`).
-        #[serde(default)]
+        /// Integrity signature. `content_block_start` leaves it out (it arrives later as a
+        /// `signature_delta`), so an empty signature is read from and written as no key.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         signature: String,
     },
     /// Thinking the API returns encrypted.

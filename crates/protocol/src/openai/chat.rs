@@ -348,7 +348,7 @@ impl ChatCompletionResponse {
 }
 
 /// One choice of a non-streaming chat response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatChoice {
     /// Position of the choice.
     pub index: u32,

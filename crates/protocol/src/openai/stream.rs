@@ -30,10 +30,10 @@ impl<T: DeserializeOwned> StreamData<T> {
             return Ok(StreamData::Done);
         }
         // Cheap pre-check keeps the hot path to a single parse for ordinary chunks.
-        if trimmed.contains("\"error\"") {
-            if let Ok(err) = serde_json::from_str::<ErrorBody>(trimmed) {
-                return Ok(StreamData::Error(err));
-            }
+        if trimmed.contains("\"error\"")
+            && let Ok(err) = serde_json::from_str::<ErrorBody>(trimmed)
+        {
+            return Ok(StreamData::Error(err));
         }
         serde_json::from_str(trimmed).map(StreamData::Item)
     }

@@ -234,24 +234,21 @@ impl SseDecoder {
                 let value = utf8(value, "event")?;
                 self.event = (!value.is_empty()).then(|| value.to_owned());
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    let value = utf8(value, "id")?.to_owned();
-                    self.last_event_id = Some(value.clone());
-                    self.id = Some(value);
+            b"id" if !value.contains(&0) => {
+                let value = utf8(value, "id")?.to_owned();
+                self.last_event_id = Some(value.clone());
+                self.id = Some(value);
+            }
+            // All digits, so only overflow can fail; an absurd value is ignored.
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Some(ms) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    self.retry = Some(ms);
                 }
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // All digits, so only overflow can fail; an absurd value is ignored.
-                    if let Some(ms) = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                    {
-                        self.retry = Some(ms);
-                    }
-                }
-            }
+            // Unknown fields, an `id` containing NUL and a non-numeric `retry` are ignored.
             _ => {}
         }
         Ok(())

@@ -2,6 +2,16 @@
 //! with the SSE decoder and the typed structs, plus property tests of the framing and the
 //! header formats. One test binary, split into modules by what they exercise.
 
+// Clippy's `allow-unwrap-in-tests` covers `#[test]` functions, not the shared helpers of
+// an integration-test binary; in both, a failed unwrap is exactly a failed test.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
+
+// Other crates see this one as `protocol` (the workspace renames it); use the same name.
+extern crate tokenpace_protocol as protocol;
+
 mod anthropic_fixtures;
 mod compat_servers;
 mod openai_fixtures;
@@ -35,10 +45,22 @@ pub fn sse_fixture(name: &str) -> Vec<SseEvent> {
     let text = fixture(name);
     let whole = decode_in_chunks(text.as_bytes(), text.len());
     assert!(!whole.is_empty(), "{name} decodes to no events");
-    assert_eq!(decode_in_chunks(text.as_bytes(), 1), whole, "{name} byte by byte");
-    assert_eq!(decode_in_chunks(text.as_bytes(), 7), whole, "{name} in 7-byte chunks");
+    assert_eq!(
+        decode_in_chunks(text.as_bytes(), 1),
+        whole,
+        "{name} byte by byte"
+    );
+    assert_eq!(
+        decode_in_chunks(text.as_bytes(), 7),
+        whole,
+        "{name} in 7-byte chunks"
+    );
     let crlf = text.replace('\n', "\r\n");
-    assert_eq!(decode_in_chunks(crlf.as_bytes(), 1), whole, "{name} with CRLF");
+    assert_eq!(
+        decode_in_chunks(crlf.as_bytes(), 1),
+        whole,
+        "{name} with CRLF"
+    );
     let cr = text.replace('\n', "\r");
     assert_eq!(decode_in_chunks(cr.as_bytes(), 3), whole, "{name} with CR");
     whole
@@ -55,6 +77,10 @@ where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
     let typed: T = serde_json::from_str(text).unwrap();
-    assert_eq!(serde_json::to_value(&typed).unwrap(), json(text), "round trip of {text}");
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        json(text),
+        "round trip of {text}"
+    );
     typed
 }

@@ -56,8 +56,15 @@ fn stream_without_usage_has_role_chunk_tokens_and_finish_chunk() {
     assert_eq!(finish.choices[0].finish_reason.as_deref(), Some("stop"));
     assert_eq!(finish.choices[0].delta, Default::default());
 
-    assert!(chunks.iter().all(|c| c.usage.is_none()), "no usage key at all");
-    assert!(chunks.iter().all(|c| c.id == "chatcmpl-123" && c.created == 1694268190));
+    assert!(
+        chunks.iter().all(|c| c.usage.is_none()),
+        "no usage key at all"
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.id == "chatcmpl-123" && c.created == 1694268190)
+    );
     let text: String = chunks
         .iter()
         .filter_map(|c| c.choices.first()?.delta.content_str())
@@ -80,12 +87,20 @@ fn stream_with_usage_sends_null_usage_until_the_final_empty_choices_chunk() {
     assert!(last.choices.is_empty());
     let usage = last.reported_usage().unwrap();
     assert_eq!(
-        (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens
+        ),
         (14, 3, 17)
     );
     assert_eq!(usage.cached_tokens(), 0);
     assert_eq!(
-        usage.completion_tokens_details.as_ref().unwrap().rejected_prediction_tokens,
+        usage
+            .completion_tokens_details
+            .as_ref()
+            .unwrap()
+            .rejected_prediction_tokens,
         Some(0)
     );
     let found: Vec<usize> = chunks
@@ -107,13 +122,21 @@ fn tool_call_stream_counts_as_token_and_arguments_join_by_index() {
     let items = chat_stream("openai_chat_stream_tools.sse");
     let chunks = chunks(&items);
     let first = &chunks[0].choices[0].delta;
-    assert_eq!(first.content, Some(None), "`content: null` next to tool calls");
+    assert_eq!(
+        first.content,
+        Some(None),
+        "`content: null` next to tool calls"
+    );
     assert!(first.has_token(), "a tool-call delta is output");
 
     let mut arguments = String::new();
     let mut name = None;
     for chunk in &chunks {
-        for call in chunk.choices.iter().flat_map(|c| c.delta.tool_calls.iter().flatten()) {
+        for call in chunk
+            .choices
+            .iter()
+            .flat_map(|c| c.delta.tool_calls.iter().flatten())
+        {
             assert_eq!(call["index"], 0);
             if let Some(n) = call["function"]["name"].as_str() {
                 name = Some(n.to_owned());
@@ -165,14 +188,20 @@ fn non_stream_response_round_trips_and_keeps_annotations() {
     let response: ChatCompletionResponse = assert_round_trip(&fixture("openai_chat_response.json"));
     assert_eq!(response.object, "chat.completion");
     let choice = &response.choices[0];
-    assert_eq!(choice.message.content.as_deref(), Some("Hello! How can I help?"));
+    assert_eq!(
+        choice.message.content.as_deref(),
+        Some("Hello! How can I help?")
+    );
     assert_eq!(choice.message.refusal, None);
     assert_eq!(choice.message.extra["annotations"], j!([]));
     assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
     let usage = response.usage.unwrap();
     assert_eq!(usage.total_tokens, 29);
     assert_eq!(usage.reasoning_tokens(), 0);
-    assert_eq!(response.system_fingerprint.as_deref(), Some("fp_44709d6fcb"));
+    assert_eq!(
+        response.system_fingerprint.as_deref(),
+        Some("fp_44709d6fcb")
+    );
 }
 
 #[test]
@@ -265,10 +294,17 @@ fn legacy_completion_response_and_stream() {
     for event in &events[..events.len() - 1] {
         assert_round_trip::<CompletionChunk>(&event.data);
     }
-    let text: String = chunks.iter().flat_map(|c| &c.choices).map(|c| c.text.as_str()).collect();
+    let text: String = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .map(|c| c.text.as_str())
+        .collect();
     assert_eq!(text, "\n\nThis is a test");
     assert!(chunks[0].has_token());
-    assert_eq!(chunks[2].choices[0].finish_reason.as_deref(), Some("length"));
+    assert_eq!(
+        chunks[2].choices[0].finish_reason.as_deref(),
+        Some("length")
+    );
     assert_eq!(chunks[3].reported_usage().unwrap().total_tokens, 12);
     assert!(!chunks[3].has_token());
     assert!(chunks[..3].iter().all(|c| c.usage.is_none()));
@@ -285,6 +321,8 @@ fn model_list_round_trips_with_extra_fields() {
     let built = ModelList::new(vec![protocol::openai::Model::new("m", 1, "tokenpace")]);
     assert_eq!(
         serde_json::to_value(built).unwrap(),
-        json(r#"{"object":"list","data":[{"id":"m","object":"model","created":1,"owned_by":"tokenpace"}]}"#)
+        json(
+            r#"{"object":"list","data":[{"id":"m","object":"model","created":1,"owned_by":"tokenpace"}]}"#
+        )
     );
 }
