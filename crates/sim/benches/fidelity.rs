@@ -14,6 +14,11 @@
 //! Environment: FIDELITY_ROUNDS (requests per stream at 256, default 2), CEILING_SECS
 //! (default 3).
 
+#![expect(
+    clippy::expect_used,
+    reason = "a benchmark fails loudly on any setup error"
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +29,10 @@ use tokenpace_sim::config::SimConfig;
 use tokenpace_sim::{RunningSim, Simulator};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn start() -> RunningSim {
@@ -64,7 +72,10 @@ async fn stream_one(client: &reqwest::Client, url: &str, req: &Value) -> u64 {
 async fn fidelity(concurrency: usize, rounds: usize) {
     let sim = start().await;
     let url = format!("{}/v1/chat/completions", sim.url());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("client");
     let req = body("sim:ttft=50ms,itl=10ms,tokens=64", true);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -110,7 +121,10 @@ async fn fidelity(concurrency: usize, rounds: usize) {
 async fn ceiling(stream: bool, concurrency: usize, secs: u64) -> (f64, f64) {
     let sim = start().await;
     let url = format!("{}/v1/chat/completions", sim.url());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("client");
     let req = body("sim:tokens=64", stream);
     let requests = Arc::new(AtomicU64::new(0));
     let events = Arc::new(AtomicU64::new(0));

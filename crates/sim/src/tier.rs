@@ -17,7 +17,6 @@ mod limiter;
 mod limits;
 mod state;
 
-pub use format::{go_duration, rfc3339_utc};
 pub use limiter::{Admission, DEFAULT_WINDOW, Limiter};
 pub use limits::{Charge, TierError, TierLimits, TierTable};
 pub use state::{KindState, LimitKind, LimitState, Rejection};

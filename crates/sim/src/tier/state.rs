@@ -6,7 +6,9 @@
 use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::format::{ceil_millis, ceil_secs, go_duration, rfc3339_utc, round_up_to_millis};
+use protocol::ratelimit::{format_go_duration, format_rfc3339};
+
+use super::format::{ceil_millis, ceil_secs, round_up_to_millis};
 use super::limits::{Charge, TierLimits};
 
 /// One kind of limit a tier may set.
@@ -169,7 +171,7 @@ impl LimitState {
         let requests = self.requests;
         let tokens = self.tokens_summary().map(|(_, state)| state);
         let mut out = Vec::with_capacity(6);
-        let reset = |d: Duration| go_duration(round_up_to_millis(d));
+        let reset = |d: Duration| format_go_duration(round_up_to_millis(d));
         if let Some(s) = requests {
             out.push(("x-ratelimit-limit-requests", s.limit.to_string()));
         }
@@ -200,7 +202,7 @@ impl LimitState {
     #[must_use]
     pub fn anthropic_headers(&self, now: SystemTime) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(12);
-        let stamp = |reset: Duration| rfc3339_utc(reset_instant(now, reset));
+        let stamp = |reset: Duration| format_rfc3339(reset_instant(now, reset));
         let mut push = |names: [&'static str; 3], state: Option<KindState>| {
             if let Some(s) = state {
                 out.push((names[0], s.limit.to_string()));
@@ -261,9 +263,10 @@ fn more_restrictive(a: KindState, b: KindState) -> Ordering {
         .then(b.reset.cmp(&a.reset))
 }
 
-/// `now + reset`, rounded up to a whole second since the epoch (saturating at `now`).
+/// `now + reset`, rounded up to a whole second since the epoch (saturating at `now`), and
+/// clamped to the epoch so a pre-epoch clock never yields a 1969 reset.
 fn reset_instant(now: SystemTime, reset: Duration) -> SystemTime {
-    let at = now.checked_add(reset).unwrap_or(now);
+    let at = now.checked_add(reset).unwrap_or(now).max(UNIX_EPOCH);
     match at.duration_since(UNIX_EPOCH) {
         Ok(since) if since.subsec_nanos() != 0 => {
             let up = Duration::from_nanos(u64::from(1_000_000_000 - since.subsec_nanos()));
@@ -340,7 +343,7 @@ impl Rejection {
                 self.limit,
                 self.used,
                 self.requested,
-                go_duration(round_up_to_millis(wait))
+                format_go_duration(round_up_to_millis(wait))
             ),
             None => format!(
                 "Request too large for {model} on {label}: Limit {}, Requested {}. {}",
@@ -378,7 +381,7 @@ impl Rejection {
                     "{head} (used {}, requested {}). Please try again in {}{advice}.",
                     grouped(self.used),
                     grouped(self.requested),
-                    go_duration(round_up_to_millis(wait))
+                    format_go_duration(round_up_to_millis(wait))
                 )
             }
             None => format!(
@@ -394,7 +397,7 @@ impl Rejection {
         if self.window == Duration::from_secs(60) {
             "min".to_owned()
         } else {
-            go_duration(self.window)
+            format_go_duration(self.window)
         }
     }
 

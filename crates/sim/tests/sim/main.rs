@@ -2,7 +2,10 @@
 //! simulator per test), with every response shape parsed back through `protocol`'s types.
 //! One test binary for the crate; modules by what they exercise.
 
-#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly on any error")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test loudly on any error"
+)]
 
 mod anthropic;
 mod errors;
