@@ -1,6 +1,7 @@
 //! Command-line arguments, one file per subcommand. Parsing only: validation into resolved
 //! settings happens in `commands` (raw -> resolved, STYLE.md habit 4).
 
+pub mod bench;
 mod sim;
 
 pub use sim::SimArgs;
@@ -23,13 +24,29 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Measure TTFT, TTLT, TPOT, tokens/s and cost of one or more models (not yet built).
-    Bench,
+    /// Measure TTFT, TTLT, TPOT, tokens/s, goodput and cost of one or more models.
+    #[command(long_about = BENCH_LONG_ABOUT)]
+    Bench(Box<bench::BenchArgs>),
     /// Run a simulated LLM provider (OpenAI and Anthropic APIs) with realistic latency,
     /// tier rate limits and faults.
     #[command(long_about = SIM_LONG_ABOUT)]
     Sim(SimArgs),
 }
+
+const BENCH_LONG_ABOUT: &str = "\
+Measure the latency, throughput and cost of LLM API calls, exactly as docs/metrics.md \
+defines them: TTFT, TTFC, TTLT, end-to-end latency, TPOT, inter-token gaps, tokens/s, \
+goodput against an SLO, cost, and the network / queue / processing split.
+
+Without --base-url or --targets, bench starts the provider simulator in-process and runs \
+the lesson's Part 1: \"Explain machine learning in 3 sentences.\", max_tokens 100, 5 runs \
+each on a small-fast (sim-mini) and a large-slow (sim-large) simulated model.
+
+Modes: sequential (--runs N), fixed concurrency (--concurrency C), a concurrency sweep \
+(--concurrency 1,4,16,64), an open-loop request rate (--rate R --arrival poisson|constant), \
+and sequential vs parallel (--parallel-speedup). Stop with --requests N or --duration 30s.
+
+Exit status: 0 all requests succeeded, 1 some failed, 2 usage or fatal error.";
 
 const SIM_LONG_ABOUT: &str = "\
 Run a simulated LLM provider on this machine: OpenAI-compatible /v1/chat/completions, \

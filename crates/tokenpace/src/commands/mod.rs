@@ -1,5 +1,7 @@
 //! Subcommands: each resolves its arguments, calls the engines and renders the result.
 
+mod bench;
+mod progress;
 mod sim;
 
 use crate::Outcome;
@@ -8,11 +10,7 @@ use crate::cli::{Cli, Command};
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Bench => {
-            anyhow::bail!(
-                "`tokenpace bench` is not yet built; run `tokenpace sim` to start the provider simulator"
-            )
-        }
+        Command::Bench(args) => bench::run(*args),
         Command::Sim(args) => sim::run(args),
     }
 }

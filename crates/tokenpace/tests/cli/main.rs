@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any error"
 )]
 
+mod bench;
 mod sim;
 
 use std::process::{Command, Output};
@@ -35,12 +36,4 @@ fn unknown_flag_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--no-such-flag"), "{err}");
-}
-
-#[test]
-fn bench_says_it_is_not_built_yet() {
-    let out = run(&["bench"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("not yet built"), "{err}");
 }
