@@ -44,11 +44,12 @@ pub enum MetricKind {
     QueueInclusiveTtft,
     /// E2E measured from the intended send time instead of dispatch.
     QueueInclusiveE2e,
-    /// The lesson's "network" term: time to headers − the server's reported queue time.
+    /// The lesson's "network" term: connection setup + one round trip (the connection's TCP
+    /// connect time), as the client measures it.
     Network,
     /// The server's reported queue wait (`server-timing: queue;dur=`).
     ServerQueue,
-    /// The lesson's "processing" term: first token − headers (prefill after queueing).
+    /// The lesson's "processing" term: TTFT (E2E when not streamed) − network − server queue.
     Processing,
 }
 
