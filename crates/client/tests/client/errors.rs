@@ -142,7 +142,7 @@ async fn reset_mid_stream() {
     let client = client();
     let ledger = send(
         &client,
-        &chat(&ep, "sim:tokens=10,reset_after=3", true, true),
+        &chat(&ep, "sim:itl=5ms,tokens=10,reset_after=3", true, true),
     )
     .await;
     assert!(
@@ -150,7 +150,9 @@ async fn reset_mid_stream() {
         "{:?}",
         ledger.outcome
     );
-    assert_eq!(ledger.token_events().count(), 3);
+    // Normally all 3 tokens are read before the reset; a client slower than the RST
+    // loses what its kernel had not handed over yet (TCP drops it), so at most 3.
+    assert!(ledger.token_events().count() <= 3);
     // A broken connection is not pooled.
     assert_eq!(client.idle_connections(&ep), 0);
 }

@@ -1,6 +1,7 @@
 //! Integration tests of `tokenpace-client` against real listeners on 127.0.0.1 port 0: the
 //! in-process simulator for every behaviour it can produce, and tiny raw servers for the
-//! shapes it cannot (in-stream errors, empty streams). One server per test.
+//! shapes it cannot (in-stream errors, empty streams, TLS with a test CA). One server per
+//! test.
 
 #![expect(
     clippy::unwrap_used,
@@ -10,7 +11,6 @@
 mod anthropic;
 mod errors;
 mod openai;
-mod perf_tmp;
 mod pool;
 mod support;
 mod tls;
