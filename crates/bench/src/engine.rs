@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use client::{Client, PreparedRequest, RequestBuilder};
 use metrics::cost::Price;
 use metrics::slo::Slo;
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,11 @@ use crate::workload::{Source, Workload};
 /// Most distinct requests prepared up front (serialized once); beyond this (synthetic
 /// workloads) each request is built when it is sent.
 const PREBUILT: usize = 10_000;
+
+/// Requests whose server token count is always cross-checked with the tokenizer.
+const TOKENIZER_CHECK_FIRST: u64 = 32;
+/// After those, one request in this many is checked.
+const TOKENIZER_CHECK_EVERY: u64 = 16;
 
 /// The raw outcome of one series.
 #[derive(Debug)]
@@ -169,7 +174,10 @@ impl Shared {
             }
             ledger = self.client.send(&req, intended) => ledger,
         };
-        let metrics = client::derive(&ledger, &self.requests.series.model);
+        // Cross-check the server's token count with the tokenizer on the first requests
+        // and a sample after (see `client::derive_with`).
+        let check = facts.index < TOKENIZER_CHECK_FIRST || facts.index % TOKENIZER_CHECK_EVERY == 0;
+        let metrics = client::derive_with(&ledger, &self.requests.series.model, check);
         Some(Sent {
             ledger,
             metrics,
@@ -203,25 +211,50 @@ impl Shared {
         i: u64,
         intended: Instant,
         start: Instant,
-        rec: &mut SeriesRecord,
-        measured: bool,
+        rec: Option<&Shards>,
     ) -> bool {
-        match self.send(i, intended).await {
-            Some(sent) if measured => {
-                self.book(&sent, start, rec);
+        match (self.send(i, intended).await, rec) {
+            (Some(sent), Some(shards)) => {
+                shards.with(i, |rec| self.book(&sent, start, rec));
                 true
             }
-            Some(_) => {
+            (Some(_), None) => {
                 self.progress.finished(None);
                 true
             }
-            None => {
-                if measured {
-                    rec.incomplete();
-                }
+            (None, Some(shards)) => {
+                shards.with(i, SeriesRecord::incomplete);
                 false
             }
+            (None, None) => false,
         }
+    }
+}
+
+/// The records workers book into: a few shards behind short synchronous locks (held for a
+/// few histogram increments, never across an await). A record per worker would be lock-free
+/// but costs megabytes of histograms each, which at hundreds of workers is allocated and
+/// zeroed in the middle of the run, stalling every stream's arrival stamps.
+struct Shards(Vec<std::sync::Mutex<SeriesRecord>>);
+
+impl Shards {
+    fn new() -> Self {
+        let n = 2 * crate::cpu::cores().max(2);
+        Shards((0..n).map(|_| std::sync::Mutex::new(SeriesRecord::new())).collect())
+    }
+
+    fn with(&self, i: u64, f: impl FnOnce(&mut SeriesRecord)) {
+        let shard = &self.0[(i % self.0.len() as u64) as usize];
+        let mut guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+    }
+
+    fn merged(&self) -> SeriesRecord {
+        let mut record = SeriesRecord::new();
+        for shard in &self.0 {
+            record.merge(&shard.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        record
     }
 }
 
@@ -341,12 +374,14 @@ async fn closed(
         Stop::Requests(n) => (n, None),
         Stop::Duration(d) => (u64::MAX, Some(start + d)),
     };
+    let shards = Arc::new(Shards::new());
     let mut set = JoinSet::new();
     for _ in 0..workers.max(1) {
         let shared = shared.clone();
         let next = next.clone();
+        let shards = shards.clone();
         set.spawn(async move {
-            let mut rec = SeriesRecord::new();
+            let rec = measured.then_some(&*shards);
             loop {
                 if shared.cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
@@ -357,24 +392,15 @@ async fn closed(
                 }
                 // Closed loop: the slot became free now, so this is the intended time.
                 let intended = Instant::now();
-                if !shared
-                    .one(first_index + i, intended, start, &mut rec, measured)
-                    .await
-                {
+                if !shared.one(first_index + i, intended, start, rec).await {
                     break;
                 }
             }
-            rec
         });
     }
-    let mut record = SeriesRecord::new();
-    while let Some(done) = set.join_next().await {
-        if let Ok(rec) = done {
-            record.merge(&rec);
-        }
-    }
+    while set.join_next().await.is_some() {}
     let dispatched = next.load(Ordering::Relaxed).min(limit);
-    (record, dispatched)
+    (shards.merged(), dispatched)
 }
 
 /// Open loop: requests due on an absolute schedule, each in its own task; at most
@@ -386,14 +412,7 @@ async fn open(
     stop: Stop,
     max_in_flight: u32,
 ) -> (SeriesRecord, u64, Option<Duration>) {
-    // A few shards so tasks finishing together rarely wait on the same lock; one lock per
-    // request, never per token.
-    const SHARDS: usize = 8;
-    let shards: Arc<Vec<AsyncMutex<SeriesRecord>>> = Arc::new(
-        (0..SHARDS)
-            .map(|_| AsyncMutex::new(SeriesRecord::new()))
-            .collect(),
-    );
+    let shards = Arc::new(Shards::new());
     let gate = Arc::new(Semaphore::new(max_in_flight.max(1) as usize));
     let start = Instant::now();
     let mut set = JoinSet::new();
@@ -425,23 +444,14 @@ async fn open(
         let shards = shards.clone();
         set.spawn(async move {
             let _permit = permit;
-            let shard = &shards[(i as usize) % SHARDS];
-            match shared.send(i, intended).await {
-                // One short lock per request, to book (a few histogram increments).
-                Some(sent) => shared.book(&sent, start, &mut *shard.lock().await),
-                None => shard.lock().await.incomplete(),
-            }
+            shared.one(i, intended, start, Some(&shards)).await;
         });
         // Reap finished tasks as we go so the set does not grow with the run.
         while set.try_join_next().is_some() {}
     }
     while set.join_next().await.is_some() {}
-    let mut record = SeriesRecord::new();
-    for shard in shards.iter() {
-        record.merge(&*shard.lock().await);
-    }
     let span = first.zip(last).map(|(a, b)| b - a);
-    (record, dispatched, span)
+    (shards.merged(), dispatched, span)
 }
 
 /// Sequential then parallel runs of the same `requests` prompts (the lesson's Part 3).

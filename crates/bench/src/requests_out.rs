@@ -53,6 +53,8 @@ impl RequestsOut {
             "tpot_ms": m.tpot.map(ms),
             "schedule_lag_ms": ms(m.schedule_lag),
             "conn_setup_ms": m.conn_setup.map(ms),
+            "time_to_headers_ms": m.time_to_headers.map(ms),
+            "time_to_first_byte_ms": m.time_to_first_byte.map(ms),
             "new_connection": m.new_connection,
             "server_queue_ms": m.server_queue.map(ms),
             "output_tokens": m.output_tokens.0,

@@ -159,6 +159,17 @@ fn since(from: Instant, to: Instant) -> Duration {
 /// (roughly a millisecond per few thousand tokens): call it after a request, never while
 /// a stream is being read.
 pub fn derive(ledger: &Ledger, model: &str) -> RequestMetrics {
+    derive_with(ledger, model, true)
+}
+
+/// [`derive`], choosing whether to run the tokenizer when the server reported usage.
+///
+/// Without usage the tokenizer is the count (it always runs then); with usage it only
+/// cross-checks the server (`count_mismatch`). That check costs far more CPU than the rest
+/// of a request's bookkeeping, and on a loaded client CPU spent here delays the arrival
+/// stamps of every other stream, so a load generator checks a sample of requests
+/// (`check_with_tokenizer = false` for the others).
+pub fn derive_with(ledger: &Ledger, model: &str, check_with_tokenizer: bool) -> RequestMetrics {
     let d = ledger.dispatched;
     let tokens: Vec<&EventStamp> = ledger.token_events().collect();
     let streamed = ledger.streamed;
@@ -179,7 +190,7 @@ pub fn derive(ledger: &Ledger, model: &str) -> RequestMetrics {
     };
 
     // Token counts.
-    let bpe = tokenizer_for(model);
+    let bpe = tokenizer_for(model).filter(|_| check_with_tokenizer || ledger.usage.is_none());
     let tokenizer_output_tokens = bpe.map(|b| {
         if ledger.text.is_empty() {
             0

@@ -26,7 +26,7 @@ pub mod target;
 mod transport;
 
 pub use client::{Client, ClientOptions, TlsRoots};
-pub use derive::{RequestMetrics, TokenSource, derive, tokenizer_for};
+pub use derive::{RequestMetrics, TokenSource, derive, derive_with, tokenizer_for};
 pub use error::{ClientError, ErrorClass, TimeoutPhase};
 pub use ledger::{
     Completion, ConnTiming, EventKind, EventStamp, Ledger, RateLimitSnapshot, UsageCounts,
