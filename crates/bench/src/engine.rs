@@ -206,13 +206,7 @@ impl Shared {
     }
 
     /// Sends and books request `i`; false when the worker should stop.
-    async fn one(
-        &self,
-        i: u64,
-        intended: Instant,
-        start: Instant,
-        rec: Option<&Shards>,
-    ) -> bool {
+    async fn one(&self, i: u64, intended: Instant, start: Instant, rec: Option<&Shards>) -> bool {
         match (self.send(i, intended).await, rec) {
             (Some(sent), Some(shards)) => {
                 shards.with(i, |rec| self.book(&sent, start, rec));
@@ -240,7 +234,11 @@ struct Shards(Vec<std::sync::Mutex<SeriesRecord>>);
 impl Shards {
     fn new() -> Self {
         let n = 2 * crate::cpu::cores().max(2);
-        Shards((0..n).map(|_| std::sync::Mutex::new(SeriesRecord::new())).collect())
+        Shards(
+            (0..n)
+                .map(|_| std::sync::Mutex::new(SeriesRecord::new()))
+                .collect(),
+        )
     }
 
     fn with(&self, i: u64, f: impl FnOnce(&mut SeriesRecord)) {

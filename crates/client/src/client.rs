@@ -484,9 +484,17 @@ async fn read_stream(
     // same read as the frame before it.
     let mut read_no: u64 = 0;
     let mut last_event_read: Option<u64> = None;
-    let mut body_deadline = deadline;
+    // One timer for the whole body, reset only when the deadline moves: a fresh
+    // `timeout_at` per frame would insert into and remove from tokio's timer wheel for
+    // every event, a measurable share of the hot path at thousands of streams.
+    let sleep = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(sleep);
     let how = loop {
-        let next = timeout_at(body_deadline.into(), next_frame(body)).await;
+        let next = tokio::select! {
+            biased;
+            polled = next_frame(body) => Ok(polled),
+            () = &mut sleep => Err(()),
+        };
         let now = Instant::now();
         let (frame, waited) = match next {
             Err(_) if state.terminal() => break BodyEnd::Abandoned,
@@ -533,7 +541,9 @@ async fn read_stream(
         }
         if state.terminal() && end.is_none() {
             *end = Some(now);
-            body_deadline = deadline.min(now + AFTER_TERMINAL_GRACE);
+            sleep
+                .as_mut()
+                .reset(deadline.min(now + AFTER_TERMINAL_GRACE).into());
         }
     };
     if end.is_none() {

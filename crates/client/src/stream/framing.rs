@@ -58,7 +58,7 @@ impl StampedFramer {
         }
         let mut segment_start = 0;
         while i < n {
-            let Some(offset) = chunk[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(offset) = memchr::memchr2(b'\n', b'\r', &chunk[i..]) else {
                 self.content(now);
                 break;
             };

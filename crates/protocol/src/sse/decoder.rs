@@ -148,7 +148,7 @@ impl SseDecoder {
             }
         }
         while !rest.is_empty() {
-            let Some(eol) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(eol) = memchr::memchr2(b'\n', b'\r', rest) else {
                 if self.line.len() + rest.len() > self.max_event_bytes {
                     return Err(self.too_large());
                 }
@@ -210,7 +210,7 @@ impl SseDecoder {
         if line[0] == b':' {
             return Ok(());
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = &line[colon + 1..];
                 (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))

@@ -15,7 +15,13 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn bench(args: &[&str]) -> Output {
-    bin().arg("bench").args(args).env_remove("OPENAI_BASE_URL").env_remove("OPENAI_API_KEY").output().unwrap()
+    bin()
+        .arg("bench")
+        .args(args)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap()
 }
 
 fn text(o: &[u8]) -> String {
@@ -32,9 +38,15 @@ fn default_run_compares_small_and_large_simulated_models() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("SIMULATED"), "{stdout}");
     assert!(stdout.contains("faster than sim-large"), "{stdout}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["schema_version"], 1);
-    let labels: Vec<&str> = r["series"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = r["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["sim-mini", "sim-large"]);
     for s in r["series"].as_array().unwrap() {
         assert_eq!(s["requests"]["succeeded"], 5);
@@ -48,17 +60,39 @@ fn report_files_and_requests_out() {
     let dir = scratch("files");
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let out = bench(&[
-        "--model", "sim:tokens=3", "--runs", "3", "--csv", &p("r.csv"), "--markdown", &p("r.md"),
-        "--requests-out", &p("req.jsonl"), "--quiet",
+        "--model",
+        "sim:tokens=3",
+        "--runs",
+        "3",
+        "--csv",
+        &p("r.csv"),
+        "--markdown",
+        &p("r.md"),
+        "--requests-out",
+        &p("req.jsonl"),
+        "--quiet",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let csv = std::fs::read_to_string(p("r.csv")).unwrap();
     assert!(csv.starts_with("series,model,load,metric"), "{csv}");
     assert!(csv.contains("ttft"));
-    assert!(std::fs::read_to_string(p("r.md")).unwrap().contains("sim:tokens=3"));
-    assert_eq!(std::fs::read_to_string(p("req.jsonl")).unwrap().lines().count(), 3);
+    assert!(
+        std::fs::read_to_string(p("r.md"))
+            .unwrap()
+            .contains("sim:tokens=3")
+    );
+    assert_eq!(
+        std::fs::read_to_string(p("req.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -67,7 +101,11 @@ fn report_files_and_requests_out() {
 fn failed_requests_exit_1_and_are_classified() {
     let out = bench(&["--model", "sim:tokens=2,fail_first=1", "--runs", "3"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("http_5xx"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("http_5xx"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -78,13 +116,21 @@ fn usage_errors_exit_2_and_name_the_fix() {
         (&["--slo", "fast"], "--slo"),
         (&["--concurrency", "1,x"], "--concurrency"),
         (&["--duration", "soon"], "--duration"),
-        (&["--prompts", "/nonexistent/prompts.jsonl"], "/nonexistent/prompts.jsonl"),
+        (
+            &["--prompts", "/nonexistent/prompts.jsonl"],
+            "/nonexistent/prompts.jsonl",
+        ),
         (&["--input-tokens", "abc"], "--input-tokens"),
         (&["--rate", "0"], "--rate"),
     ];
     for (args, needle) in cases {
         let out = bench(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         let err = text(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
@@ -97,7 +143,11 @@ fn prompts_file_errors_carry_the_line() {
     std::fs::write(&file, "{\"prompt\": \"hi\"}\n{oops\n").unwrap();
     let out = bench(&["--model", "sim", "--prompts", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("line 2"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("line 2"),
+        "{}",
+        text(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -113,9 +163,21 @@ fn against_a_separate_simulator_and_a_targets_file() {
     let mut cmd = bin();
     cmd.args(["sim", "--listen", "127.0.0.1:0"]);
     let server = testkit::spawn_listening(cmd, Duration::from_secs(20)).unwrap();
-    let out = bench(&["--base-url", &server.url, "--model", "sim:tokens=2", "--runs", "2", "--quiet"]);
+    let out = bench(&[
+        "--base-url",
+        &server.url,
+        "--model",
+        "sim:tokens=2",
+        "--runs",
+        "2",
+        "--quiet",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains(&server.url), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&server.url),
+        "{}",
+        text(&out.stdout)
+    );
 
     let dir = scratch("targets");
     let file = dir.join("targets.toml");
@@ -128,11 +190,27 @@ fn against_a_separate_simulator_and_a_targets_file() {
     )
     .unwrap();
     let json = dir.join("r.json");
-    let out = bench(&["--targets", file.to_str().unwrap(), "--runs", "2", "--json", json.to_str().unwrap()]);
+    let out = bench(&[
+        "--targets",
+        file.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let labels: Vec<&str> = r["series"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap()).collect();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let labels: Vec<&str> = r["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["a/sim:tokens=2", "b/sim:tokens=2,ttft=20ms"]);
-    assert_eq!(r["simulated"], false, "an external endpoint is not known to be simulated");
+    assert_eq!(
+        r["simulated"], false,
+        "an external endpoint is not known to be simulated"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
