@@ -162,7 +162,7 @@ pub fn derive(ledger: &Ledger, model: &str) -> RequestMetrics {
     derive_with(ledger, model, true)
 }
 
-/// [`derive`], choosing whether to run the tokenizer when the server reported usage.
+/// [`derive()`], choosing whether to run the tokenizer when the server reported usage.
 ///
 /// Without usage the tokenizer is the count (it always runs then); with usage it only
 /// cross-checks the server (`count_mismatch`). That check costs far more CPU than the rest

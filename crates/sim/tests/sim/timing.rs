@@ -30,10 +30,10 @@ async fn ttft_and_itl_follow_the_model_name() {
     assert_eq!(times.len(), 5);
     let ttft = times[0] - start;
     assert!(ttft >= Duration::from_millis(120), "{ttft:?}");
-    assert!(ttft < Duration::from_millis(600), "{ttft:?}");
+    assert!(ttft < Duration::from_millis(1500), "{ttft:?}");
     let decode = times[4] - times[0];
-    assert!(decode >= Duration::from_millis(4 * 30 - 2), "{decode:?}");
-    assert!(decode < Duration::from_millis(4 * 30 + 400), "{decode:?}");
+    assert!(decode >= Duration::from_millis(4 * 30 - 25), "{decode:?}");
+    assert!(decode < Duration::from_millis(4 * 30 + 1000), "{decode:?}");
     let s = stats(&sim).await;
     assert_eq!(s["emit"]["ttft"]["count"], 1);
     assert_eq!(s["emit"]["gap"]["count"], 4);
