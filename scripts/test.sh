@@ -158,7 +158,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
 step "cargo build -p tokenpace"
 # Incremental after the test step: the dependencies are already built in the dev profile.
-cargo build -p tokenpace
+cargo build --workspace --bins
 
 step "pytest tests/sdk (official SDKs against tokenpace sim)"
 status=0

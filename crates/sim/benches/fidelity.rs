@@ -193,7 +193,7 @@ fn main() {
             "concurrency", "requests", "wall", "ttft_e p50", "ttft_e p99", "gap_e p50", "gap_e p99", "ttft p50", "gap p50"
         );
         fidelity(1, 15).await;
-        fidelity(16, 4).await;
+        fidelity(16, 16).await;
         fidelity(256, rounds).await;
         timer_alone(300).await;
         println!();

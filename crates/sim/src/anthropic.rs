@@ -174,6 +174,13 @@ impl Dialect for MessagesDialect {
         out.push_str(&event("message_stop", &json!({"type": "message_stop"})));
         Bytes::from(out)
     }
+
+    fn error(&mut self) -> Bytes {
+        Bytes::from(event(
+            "error",
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded (simulated in-stream error)"}}),
+        ))
+    }
 }
 
 /// The non-streamed message.

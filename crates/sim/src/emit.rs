@@ -92,6 +92,8 @@ pub enum Step {
     Reset,
     /// Injected fault: end without the terminal event now.
     Truncate,
+    /// Injected fault: send an error event inside the stream, then end.
+    Error,
     /// All tokens are out: send the terminal events.
     Done(Finish),
 }
@@ -206,6 +208,10 @@ impl Emission {
             self.done = true;
             return Step::Truncate;
         }
+        if self.plan.error_after.is_some_and(|t| sent >= t) {
+            self.done = true;
+            return Step::Error;
+        }
         let kind = if sent < self.plan.reasoning_tokens {
             Kind::Reasoning
         } else {
@@ -216,9 +222,13 @@ impl Emission {
             Kind::Content => self.plan.output_tokens,
         };
         let mut end = kind_end.min(sent.saturating_add(self.timing.chunk_tokens));
-        for stop in [self.plan.reset_after, self.plan.truncate_after]
-            .into_iter()
-            .flatten()
+        for stop in [
+            self.plan.reset_after,
+            self.plan.truncate_after,
+            self.plan.error_after,
+        ]
+        .into_iter()
+        .flatten()
         {
             if stop > sent {
                 end = end.min(stop);
@@ -291,6 +301,9 @@ pub trait Dialect: Send + 'static {
     fn tokens(&mut self, kind: Kind, text: &str) -> Bytes;
     /// The terminal events (finish chunk, usage, `[DONE]` / `message_stop`).
     fn close(&mut self, finish: Finish, counts: Counts) -> Bytes;
+    /// An error event inside the stream (OpenAI `data: {"error": ...}`, Anthropic
+    /// `event: error`), after which the stream ends.
+    fn error(&mut self) -> Bytes;
 }
 
 /// The SSE body of a streamed response: `open`, then each chunk at its due time, then
@@ -326,6 +339,10 @@ pub fn sse_body(emission: Emission, dialect: Box<dyn Dialect>) -> axum::body::Bo
                         )),
                         (em, dialect, Phase::Over),
                     )),
+                    Step::Error => {
+                        let bytes = dialect.error();
+                        Some((Ok(bytes), (em, dialect, Phase::Over)))
+                    }
                     Step::Truncate => None,
                 },
                 Phase::Over => None,
@@ -354,8 +371,10 @@ pub struct Collected {
     pub reasoning: String,
     /// Visible text.
     pub content: String,
-    /// How it ended: `None` for an injected reset or truncation.
+    /// How it ended: `None` for an injected reset, truncation or error.
     pub finish: Option<Finish>,
+    /// An injected error ended it.
+    pub errored: bool,
     /// Token counts.
     pub counts: Counts,
 }
@@ -375,6 +394,10 @@ pub async fn collect(mut em: Emission) -> Collected {
             } => out.content.push_str(&text),
             Step::Done(finish) => {
                 out.finish = Some(finish);
+                break;
+            }
+            Step::Error => {
+                out.errored = true;
                 break;
             }
             Step::Reset | Step::Truncate => break,

@@ -152,6 +152,21 @@ impl Dialect for ChatDialect {
         out.extend_from_slice(b"data: [DONE]\n\n");
         Bytes::from(out)
     }
+
+    fn error(&mut self) -> Bytes {
+        stream_error()
+    }
+}
+
+/// The error event of an injected in-stream failure (api-formats.md §1.5.6): a data event
+/// whose JSON has a top-level `error`, then the stream closes without `[DONE]`.
+fn stream_error() -> Bytes {
+    let body = error_body(
+        "The server had an error while processing your request. (simulated in-stream error)",
+        "server_error",
+        None,
+    );
+    Bytes::from(format!("data: {body}\n\n"))
 }
 
 /// The non-streamed chat completion.
@@ -246,6 +261,10 @@ impl Dialect for CompletionDialect {
         }
         s.push_str("data: [DONE]\n\n");
         Bytes::from(s)
+    }
+
+    fn error(&mut self) -> Bytes {
+        stream_error()
     }
 }
 

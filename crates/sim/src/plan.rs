@@ -45,6 +45,8 @@ pub struct Plan {
     pub reset_after: Option<u32>,
     /// End the stream without its terminal event after this many tokens.
     pub truncate_after: Option<u32>,
+    /// Send an error event (inside the 200 stream) after this many tokens.
+    pub error_after: Option<u32>,
 }
 
 impl Plan {
@@ -57,7 +59,13 @@ impl Plan {
             low + rng.below(width + 1) as u32
         });
         // Anthropic requires at least one output token; so do we.
-        let mut visible = drawn.max(asked.min_tokens.unwrap_or(0)).max(1);
+        // `tokens=0` is the empty-response fault: a stream with no token at all.
+        let floor = if profile.fixed_tokens == Some(0) {
+            0
+        } else {
+            1
+        };
+        let mut visible = drawn.max(asked.min_tokens.unwrap_or(0)).max(floor);
         if asked.ignore_eos
             && let Some(cap) = asked.cap
         {
@@ -81,6 +89,9 @@ impl Plan {
         let truncate_after = rng
             .chance(faults.truncate_rate)
             .then(|| faults.truncate_after.unwrap_or(output_tokens / 2));
+        let error_after = rng
+            .chance(faults.error_rate)
+            .then(|| faults.error_after.unwrap_or(output_tokens / 2));
         Plan {
             output_tokens,
             reasoning_tokens: profile.reasoning_tokens.min(output_tokens),
@@ -89,6 +100,7 @@ impl Plan {
             stall,
             reset_after,
             truncate_after,
+            error_after,
         }
     }
 
@@ -97,6 +109,7 @@ impl Plan {
         u64::from(!self.stall.is_zero())
             + u64::from(self.reset_after.is_some())
             + u64::from(self.truncate_after.is_some())
+            + u64::from(self.error_after.is_some())
     }
 }
 

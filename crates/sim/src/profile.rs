@@ -51,6 +51,11 @@ pub struct Faults {
     pub truncate_rate: f64,
     /// Tokens sent before an injected truncation (always truncates when set by the model name).
     pub truncate_after: Option<u32>,
+    /// Probability of an error event inside a 200 stream.
+    pub error_rate: f64,
+    /// Tokens sent before an injected in-stream error event (always when set by the model
+    /// name).
+    pub error_after: Option<u32>,
 }
 
 /// Everything the latency model needs to know about one simulated model.
@@ -211,6 +216,10 @@ impl Profile {
                 self.faults.truncate_after = Some(number(key, value)?);
                 self.faults.truncate_rate = 1.0;
             }
+            "error_after" => {
+                self.faults.error_after = Some(number(key, value)?);
+                self.faults.error_rate = 1.0;
+            }
             other => {
                 return Err(SimError::BadModelOption(format!(
                     "unknown model option '{other}'; known options: {}",
@@ -238,6 +247,7 @@ pub const MODEL_OPTIONS: &[&str] = &[
     "stall",
     "reset_after",
     "truncate_after",
+    "error_after",
 ];
 
 fn duration(key: &str, value: &str) -> Result<Duration, SimError> {
@@ -317,6 +327,10 @@ pub struct RawProfile {
     pub truncate_rate: Option<f64>,
     /// Tokens before a truncation.
     pub truncate_after: Option<u32>,
+    /// Probability of an in-stream error event.
+    pub error_rate: Option<f64>,
+    /// Tokens before an in-stream error event.
+    pub error_after: Option<u32>,
 }
 
 impl RawProfile {
@@ -415,6 +429,7 @@ impl RawProfile {
         }
         p.faults.reset_after = self.reset_after.or(p.faults.reset_after);
         p.faults.truncate_after = self.truncate_after.or(p.faults.truncate_after);
+        p.faults.error_after = self.error_after.or(p.faults.error_after);
         if p.faults.reset_rate > 0.0 && p.faults.reset_after.is_none() {
             return Err(SimError::Config(format!(
                 "{}: reset_rate needs reset_after (tokens before the reset)",

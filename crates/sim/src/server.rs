@@ -784,6 +784,11 @@ impl AppState {
         }
 
         let out = emit::collect(emission).await;
+        if out.errored {
+            // A non-streamed request cannot carry an error event: the error becomes the
+            // response.
+            return Err(fault_error(api, 500));
+        }
         let Some(finish) = out.finish else {
             // Injected reset or truncation of a non-streamed response: the connection
             // drops before the body is complete.

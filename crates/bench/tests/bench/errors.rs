@@ -12,6 +12,8 @@ async fn error_classes_are_counted() {
         ("sim:tokens=5,reset_after=2", "reset", 3),
         ("sim:tokens=5,truncate_after=2", "truncated", 3),
         ("no-such-model", "http_4xx", 3),
+        ("sim:tokens=5,error_after=2", "in_stream_error", 3),
+        ("sim:tokens=0", "empty", 3),
     ];
     for (model, class, n) in cases {
         let p = plan(

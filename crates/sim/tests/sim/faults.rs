@@ -156,3 +156,78 @@ async fn stall_delays_the_first_token() {
         .unwrap();
     assert!(first_token.at - start >= Duration::from_millis(150));
 }
+
+#[tokio::test]
+async fn in_stream_error_event_then_close() {
+    let sim = start_default().await;
+    let stream = testkit::read_sse(
+        post(
+            &sim,
+            "/v1/chat/completions",
+            &chat("sim:tokens=8,error_after=3", true),
+        )
+        .await,
+    )
+    .await
+    .unwrap();
+    assert!(stream.transport_error.is_none());
+    let data = stream.data();
+    assert!(!data.contains(&"[DONE]"));
+    let last: protocol::openai::ErrorBody = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last.error.r#type, "server_error");
+    let tokens = stream
+        .json()
+        .iter()
+        .filter(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        })
+        .count();
+    assert_eq!(tokens, 3);
+
+    let stream = testkit::read_sse(
+        post(
+            &sim,
+            "/v1/messages",
+            &json!({"model": "sim:tokens=8,error_after=2", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}], "stream": true}),
+        )
+        .await,
+    )
+    .await
+    .unwrap();
+    let last = stream.events.last().unwrap();
+    assert_eq!(last.event.event.as_deref(), Some("error"));
+    let parsed: protocol::anthropic::StreamEvent = serde_json::from_str(&last.event.data).unwrap();
+    assert_eq!(parsed.name(), "error");
+
+    // Not streamed: the error becomes the response.
+    let resp = post(
+        &sim,
+        "/v1/chat/completions",
+        &chat("sim:tokens=8,error_after=2", false),
+    )
+    .await;
+    assert_eq!(resp.status(), 500);
+}
+
+#[tokio::test]
+async fn zero_tokens_is_an_empty_response() {
+    let sim = start_default().await;
+    let mut req = chat("sim:tokens=0", true);
+    req["stream_options"] = json!({"include_usage": true});
+    let stream = testkit::read_sse(post(&sim, "/v1/chat/completions", &req).await)
+        .await
+        .unwrap();
+    let json = stream.json();
+    assert!(
+        json.iter().all(|c| c["choices"]
+            .as_array()
+            .is_none_or(|ch| ch
+                .iter()
+                .all(|x| x["delta"]["content"].as_str().unwrap_or("").is_empty())))
+    );
+    assert_eq!(json.last().unwrap()["usage"]["completion_tokens"], 0);
+    assert_eq!(*stream.data().last().unwrap(), "[DONE]");
+}
