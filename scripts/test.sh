@@ -156,7 +156,7 @@ fi
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
-step "cargo build -p tokenpace"
+step "cargo build --workspace --bins (the binary the SDK tests run)"
 # Incremental after the test step: the dependencies are already built in the dev profile.
 cargo build --workspace --bins
 
