@@ -315,6 +315,7 @@ pub async fn run_series(
             Stop::Requests(plan.warmup),
             u64::MAX / 2,
             false,
+            plan.ramp_up,
         )
         .await;
     }
@@ -324,7 +325,8 @@ pub async fn run_series(
     let started = Instant::now();
     let (record, dispatched, dispatch_span) = match load {
         Load::Closed { concurrency } => {
-            let (record, dispatched) = closed(&shared, concurrency, stop, 0, true).await;
+            let (record, dispatched) =
+                closed(&shared, concurrency, stop, 0, true, plan.ramp_up).await;
             (record, dispatched, None)
         }
         Load::Open {
@@ -365,6 +367,7 @@ async fn closed(
     stop: Stop,
     first_index: u64,
     measured: bool,
+    ramp_up: Duration,
 ) -> (SeriesRecord, u64) {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -374,12 +377,20 @@ async fn closed(
     };
     let shards = Arc::new(Shards::new());
     let mut set = JoinSet::new();
-    for _ in 0..workers.max(1) {
+    let workers = workers.max(1);
+    for w in 0..workers {
         let shared = shared.clone();
         let next = next.clone();
         let shards = shards.clone();
+        let delay = ramp_up.mul_f64(f64::from(w) / f64::from(workers));
         set.spawn(async move {
             let rec = measured.then_some(&*shards);
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
             loop {
                 if shared.cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;

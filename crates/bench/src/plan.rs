@@ -101,6 +101,9 @@ pub struct BenchPlan {
     /// Upper bound on requests in flight in open-loop mode (beyond it the client is the
     /// bottleneck and the report says so).
     pub max_in_flight: u32,
+    /// Closed loop: workers start spread evenly over this time instead of all at once
+    /// (equal requests started together stay in lockstep and queue behind each other).
+    pub ramp_up: Duration,
     /// A concurrency sweep: run every series at each level (empty: no sweep).
     pub sweep: Vec<u32>,
     /// Sequential vs parallel at this concurrency (the lesson's Part 3).

@@ -74,6 +74,7 @@ pub fn plan(series: Vec<Series>, load: Load, stop: Stop) -> BenchPlan {
         timeout: Duration::from_secs(20),
         requests_out: None,
         max_in_flight: 10_000,
+        ramp_up: Duration::ZERO,
         sweep: Vec::new(),
         speedup: None,
     }

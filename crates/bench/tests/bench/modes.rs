@@ -201,3 +201,23 @@ async fn cancellation_gives_a_partial_report() {
     );
     assert!(s.requests.incomplete >= 1, "{:?}", s.requests);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_up_spreads_worker_starts() {
+    let sim = sim().await;
+    let mut p = plan(
+        series(&sim, &["sim:tokens=1"]),
+        Load::Closed { concurrency: 4 },
+        Stop::Requests(4),
+    );
+    p.ramp_up = Duration::from_millis(400);
+    let start = Instant::now();
+    let r = run(&p).await;
+    assert_eq!(r.series[0].requests.succeeded, 4);
+    // The last of 4 workers starts 3/4 of the way through the ramp.
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -86,6 +86,17 @@ unless --base-url or --targets is given."
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warmup: u64,
 
+    /// Start the --concurrency workers spread over this time instead of all at once.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        long_help = "Start the closed-loop workers spread evenly over this time (e.g. 10ms, 2s) \
+instead of all at once: equal requests started together stay in lockstep, queue behind each \
+other at every round, and measure that queue rather than the server."
+    )]
+    pub ramp_up: String,
+
     /// Per-request timeout, so a stalled server cannot hang the run.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeout: String,

@@ -391,6 +391,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         None => PriceTable::builtin(),
     };
     let timeout = parse_duration("--timeout", &args.timeout)?;
+    let ramp_up = parse_duration("--ramp-up", &args.ramp_up)?;
     if timeout.is_zero() {
         bail!("--timeout 0s: give the per-request time limit, e.g. 60s");
     }
@@ -451,6 +452,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             timeout,
             requests_out: args.requests_out.clone(),
             max_in_flight: 10_000,
+            ramp_up,
             sweep,
             speedup,
         };
