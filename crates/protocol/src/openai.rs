@@ -16,7 +16,7 @@ mod usage;
 pub use chat::{
     ASSISTANT_ROLE, AssistantMessage, CHAT_COMPLETION_CHUNK_OBJECT, CHAT_COMPLETION_OBJECT,
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage,
-    ChunkChoice, ChunkDelta, ContentPart, MessageContent, Stop, StreamOptions,
+    ChunkChoice, ChunkDelta, ContentPart, DeltaView, MessageContent, Stop, StreamOptions,
 };
 pub use completions::{
     CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse,

@@ -4,12 +4,13 @@
 //! OpenAI-style chunks are read leniently: only `choices[].delta`, `choices[].text`,
 //! `finish_reason`, `usage` and `error` matter, so compatible servers that leave out `id`,
 //! `created` or `object` still count; whether a delta carries a token is
-//! [`ChunkDelta::has_token`]'s decision, the one definition the whole project shares.
+//! [`DeltaView::has_token`]'s decision, the rule the whole project shares with
+//! `ChunkDelta::has_token`.
 //! Anthropic events use [`protocol::anthropic::StreamEvent`], whose `Unknown` variant
 //! absorbs new event types as Anthropic's versioning policy requires.
 
 use protocol::anthropic::{BlockDelta, StreamEvent};
-use protocol::openai::{ChunkDelta, Usage};
+use protocol::openai::{DeltaView, Usage};
 use protocol::sse::{DONE, SseEvent};
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,9 +21,9 @@ use crate::request::WireDialect;
 
 /// The parts of an OpenAI chat or legacy completion chunk that measurement needs.
 #[derive(Deserialize)]
-struct LenientChunk {
-    #[serde(default)]
-    choices: Option<Vec<LenientChoice>>,
+struct LenientChunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<LenientChoice<'a>>>,
     #[serde(default)]
     usage: Option<Value>,
     #[serde(default)]
@@ -35,9 +36,9 @@ struct LenientChunk {
 }
 
 #[derive(Deserialize)]
-struct LenientChoice {
-    #[serde(default)]
-    delta: Option<ChunkDelta>,
+struct LenientChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
     /// Legacy completions carry `text` instead of a delta.
     #[serde(default)]
     text: Option<String>,
@@ -234,19 +235,19 @@ impl StreamState {
     }
 
     /// The kind of one chat delta, appending its text.
-    fn delta(&mut self, delta: &ChunkDelta) -> EventKind {
+    fn delta(&mut self, delta: &DeltaView<'_>) -> EventKind {
         if !delta.has_token() {
             return EventKind::Structural;
         }
         let mut kind = EventKind::Structural;
         let reasoning = non_empty(delta.reasoning_content.as_deref())
-            .or_else(|| non_empty(delta.extra.get("reasoning").and_then(Value::as_str)));
+            .or_else(|| non_empty(delta.reasoning.as_deref()));
         if let Some(r) = reasoning {
             self.text.push_str(r);
             kind = EventKind::Reasoning;
         }
-        let refusal = non_empty(delta.refusal.as_ref().and_then(|r| r.as_deref()));
-        for visible in [non_empty(delta.content_str()), refusal]
+        let refusal = non_empty(delta.refusal.as_deref());
+        for visible in [non_empty(delta.content.as_deref()), refusal]
             .into_iter()
             .flatten()
         {

@@ -559,11 +559,103 @@ impl ChunkDelta {
     /// (Ollama and newer vLLM spell it so), or at least one tool-call fragment. A role-only
     /// chunk, `"content": ""`, `"content": null` and an empty delta never count.
     pub fn has_token(&self) -> bool {
-        let non_empty = |s: Option<&str>| s.is_some_and(|s| !s.is_empty());
-        non_empty(self.content_str())
-            || non_empty(self.reasoning_content.as_deref())
-            || non_empty(self.refusal.as_ref().and_then(|r| r.as_deref()))
-            || non_empty(self.extra.get("reasoning").and_then(Value::as_str))
-            || self.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+        carries_token(
+            self.content_str(),
+            self.reasoning_content.as_deref(),
+            self.refusal.as_ref().and_then(|r| r.as_deref()),
+            self.extra.get("reasoning").and_then(Value::as_str),
+            self.tool_calls.as_deref(),
+        )
+    }
+}
+
+/// The one rule for "this delta carries a generated token", shared by [`ChunkDelta`] and
+/// [`DeltaView`].
+fn carries_token(
+    content: Option<&str>,
+    reasoning_content: Option<&str>,
+    refusal: Option<&str>,
+    reasoning: Option<&str>,
+    tool_calls: Option<&[Value]>,
+) -> bool {
+    let non_empty = |s: Option<&str>| s.is_some_and(|s| !s.is_empty());
+    non_empty(content)
+        || non_empty(reasoning_content)
+        || non_empty(refusal)
+        || non_empty(reasoning)
+        || tool_calls.is_some_and(|t| !t.is_empty())
+}
+
+/// A borrowed view of a chunk's `delta` for hot paths (a measuring client reads one per
+/// token): only the fields that decide whether it carries a token and what text it adds,
+/// borrowed from the event's JSON where no unescaping is needed, with no catch-all map.
+/// `null` and absent read alike (`None`); [`DeltaView::has_token`] applies the same rule as
+/// [`ChunkDelta::has_token`].
+#[derive(Debug, Default, Deserialize)]
+pub struct DeltaView<'a> {
+    /// Visible text.
+    #[serde(borrow, default)]
+    pub content: Option<std::borrow::Cow<'a, str>>,
+    /// Reasoning text (vLLM, DeepSeek).
+    #[serde(borrow, default)]
+    pub reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    /// Reasoning text (Ollama, newer vLLM).
+    #[serde(borrow, default)]
+    pub reasoning: Option<std::borrow::Cow<'a, str>>,
+    /// A refusal.
+    #[serde(borrow, default)]
+    pub refusal: Option<std::borrow::Cow<'a, str>>,
+    /// Tool-call fragments.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+}
+
+impl DeltaView<'_> {
+    /// Whether this delta carries generated output (see [`ChunkDelta::has_token`]).
+    pub fn has_token(&self) -> bool {
+        carries_token(
+            self.content.as_deref(),
+            self.reasoning_content.as_deref(),
+            self.refusal.as_deref(),
+            self.reasoning.as_deref(),
+            self.tool_calls.as_deref(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod delta_view_tests {
+    use super::*;
+
+    #[test]
+    fn the_view_and_the_full_delta_agree() {
+        let cases = [
+            (r#"{"role":"assistant","content":"","refusal":null}"#, false),
+            (r#"{"role":"assistant","content":null}"#, false),
+            (r#"{}"#, false),
+            (r#"{"content":"Hi"}"#, true),
+            (r#"{"content":"a \"quoted\" word"}"#, true),
+            (r#"{"reasoning_content":"think"}"#, true),
+            (r#"{"reasoning":"think"}"#, true),
+            (r#"{"refusal":"no"}"#, true),
+            (
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}"#,
+                true,
+            ),
+            (r#"{"tool_calls":[]}"#, false),
+            (r#"{"content":"","unknown":1}"#, false),
+        ];
+        for (json, expected) in cases {
+            let full: ChunkDelta = serde_json::from_str(json).unwrap();
+            let view: DeltaView<'_> = serde_json::from_str(json).unwrap();
+            assert_eq!(full.has_token(), expected, "{json}");
+            assert_eq!(view.has_token(), expected, "{json}");
+        }
+        let view: DeltaView<'_> = serde_json::from_str(r#"{"content":"a \"q\""}"#).unwrap();
+        assert_eq!(
+            view.content.as_deref(),
+            Some("a \"q\""),
+            "escapes are decoded"
+        );
     }
 }
