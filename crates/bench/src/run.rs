@@ -82,8 +82,15 @@ pub async fn run(
                 // Wall times are never zero in practice; the floor keeps the JSON a number.
                 speedup: s / p.max(1e-9),
             });
-            series_reports.push(summarize_run(&seq));
-            series_reports.push(summarize_run(&par));
+            // The same series twice: say which run each report is.
+            for (run, how) in [
+                (&seq, "sequential".to_string()),
+                (&par, format!("concurrency {concurrency}")),
+            ] {
+                let mut report = summarize_run(run);
+                report.label = format!("{} ({how})", report.label);
+                series_reports.push(report);
+            }
             if cancel.is_cancelled() {
                 break;
             }
@@ -93,7 +100,9 @@ pub async fn run(
             for series in &plan.series {
                 let load = Load::Closed { concurrency: level };
                 let run = run_series(plan, series, load, plan.stop, &ctx).await?;
-                let report = summarize_run(&run);
+                let mut report = summarize_run(&run);
+                // One report per level of the same series: label each with its level.
+                report.label = format!("{} (concurrency {level})", report.label);
                 let lat = |k: MetricKind, p: fn(&metrics::hist::SummaryMs) -> f64| {
                     report.latency_ms.get(k.json_key()).map(p)
                 };
