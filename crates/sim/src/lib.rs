@@ -26,6 +26,7 @@ mod emit;
 mod error;
 mod openai;
 mod plan;
+mod request;
 mod server;
 
 pub use config::SimConfig;

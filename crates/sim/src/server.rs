@@ -28,8 +28,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::emit::{self, Emission, EmitCtx, SlotPool, Timing};
-use crate::plan::{Asked, Plan};
+use crate::plan::Plan;
 use crate::profile::Profile;
+use crate::request::{Parsed, parse};
 use crate::stats::Stats;
 use crate::text::{SplitMix64, fnv1a};
 use crate::tier::{Charge, Limiter, Rejection, TierLimits};
@@ -38,7 +39,7 @@ use crate::{SimConfig, SimError, anthropic, openai};
 
 /// Which API a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
+pub(crate) enum Api {
     Chat,
     Completion,
     Messages,
@@ -50,19 +51,8 @@ impl Api {
     }
 }
 
-/// What the handler needs from a parsed request.
-struct Parsed {
-    model: String,
-    stream: bool,
-    include_usage: bool,
-    obfuscation: bool,
-    asked: Asked,
-    input_tokens: u64,
-    hash: u64,
-}
-
 /// An error answer in the dialect of the route.
-struct ApiError {
+pub(crate) struct ApiError {
     status: u16,
     kind: &'static str,
     message: String,
@@ -82,14 +72,14 @@ impl ApiError {
             headers: vec![],
         }
     }
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(400, "invalid_request_error", message)
     }
     fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }
-    fn param(mut self, param: &'static str) -> Self {
+    pub(crate) fn param(mut self, param: &'static str) -> Self {
         self.param = Some(param);
         self
     }
@@ -362,114 +352,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn parse_error(e: &serde_json::Error, what: &str) -> ApiError {
-    let problem = if e.is_syntax() || e.is_eof() {
-        format!("the body is not valid JSON ({e})")
-    } else {
-        format!("the JSON does not match the {what} request ({e})")
-    };
-    ApiError::invalid(format!(
-        "We could not parse your request: {problem}. Send a JSON object as documented for {what}."
-    ))
-}
-
-fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, ApiError> {
-    match api {
-        Api::Chat => {
-            let req: protocol::openai::ChatCompletionRequest = serde_json::from_slice(bytes)
-                .map_err(|e| parse_error(&e, "POST /v1/chat/completions"))?;
-            if req.messages.is_empty() {
-                return Err(ApiError::invalid(
-                    "messages: [] is too short; send at least one message",
-                )
-                .param("messages"));
-            }
-            if req.n.unwrap_or(1) != 1 {
-                return Err(ApiError::invalid(
-                    "n: the simulator generates one choice per request; send n = 1 or leave it out",
-                )
-                .param("n"));
-            }
-            let hash = fnv1a(
-                &serde_json::to_vec(&(&req.model, &req.messages, &req.seed, &req.tools))
-                    .unwrap_or_default(),
-            );
-            Ok(Parsed {
-                stream: req.is_stream(),
-                include_usage: req.include_usage(),
-                obfuscation: req
-                    .stream_options
-                    .as_ref()
-                    .and_then(|o| o.include_obfuscation)
-                    .unwrap_or(true),
-                asked: Asked {
-                    cap: req.output_cap(),
-                    ignore_eos: req.ignore_eos.unwrap_or(false),
-                    min_tokens: req.min_tokens,
-                },
-                input_tokens: protocol::tokens::count_chat_input(&req),
-                hash,
-                model: req.model,
-            })
-        }
-        Api::Completion => {
-            let req: protocol::openai::CompletionRequest = serde_json::from_slice(bytes)
-                .map_err(|e| parse_error(&e, "POST /v1/completions"))?;
-            if req.n.unwrap_or(1) != 1 {
-                return Err(ApiError::invalid(
-                    "n: the simulator generates one choice per request; send n = 1 or leave it out",
-                )
-                .param("n"));
-            }
-            let hash = fnv1a(
-                &serde_json::to_vec(&(&req.model, &req.prompt, &req.seed)).unwrap_or_default(),
-            );
-            Ok(Parsed {
-                stream: req.is_stream(),
-                include_usage: req.include_usage(),
-                obfuscation: false,
-                asked: Asked {
-                    // The legacy endpoint's documented default.
-                    cap: Some(req.max_tokens.unwrap_or(16)),
-                    ignore_eos: req.ignore_eos.unwrap_or(false),
-                    min_tokens: req.min_tokens,
-                },
-                input_tokens: protocol::tokens::count_completion_input(&req),
-                hash,
-                model: req.model,
-            })
-        }
-        Api::Messages => {
-            let req: protocol::anthropic::MessagesRequest =
-                serde_json::from_slice(bytes).map_err(|e| parse_error(&e, "POST /v1/messages"))?;
-            let Some(max_tokens) = req.max_tokens else {
-                return Err(ApiError::invalid("max_tokens: Field required"));
-            };
-            if req.messages.is_empty() {
-                return Err(ApiError::invalid(
-                    "messages: at least one message is required",
-                ));
-            }
-            let hash = fnv1a(
-                &serde_json::to_vec(&(&req.model, &req.messages, &req.system)).unwrap_or_default(),
-            );
-            Ok(Parsed {
-                stream: req.is_stream(),
-                include_usage: true,
-                obfuscation: false,
-                asked: Asked {
-                    cap: Some(max_tokens),
-                    ignore_eos: false,
-                    min_tokens: None,
-                },
-                input_tokens: protocol::tokens::count_messages_input(&req),
-                hash,
-                model: req.model,
-            })
-        }
-    }
 }
 
 fn rejection_error(api: Api, model: &str, r: &Rejection) -> ApiError {
