@@ -5,7 +5,6 @@
 //!
 //! Memory is bounded: histograms and per-second buckets, never per-request samples.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use client::{ErrorClass, Ledger, RequestMetrics};
@@ -99,8 +98,6 @@ pub struct SeriesRecord {
     pub batch_cost: Option<Cost>,
     /// Rate-limit headroom.
     pub headroom: Headroom,
-    /// Failures by the client's fine-grained class.
-    pub failed_by_class: BTreeMap<&'static str, u64>,
     /// Responses from a cache.
     pub cache_hits: u64,
     /// Server and tokenizer counts differ by more than 10%.
@@ -124,7 +121,6 @@ impl SeriesRecord {
             cost: CostTally::default(),
             batch_cost: Some(Cost(0)),
             headroom: Headroom::default(),
-            failed_by_class: BTreeMap::new(),
             cache_hits: 0,
             count_mismatches: 0,
             length_mismatches: 0,
@@ -163,7 +159,6 @@ impl SeriesRecord {
         if !ok {
             if let Err(e) = &ledger.outcome {
                 self.recorder.record_failure(failure_class(e));
-                *self.failed_by_class.entry(e.label()).or_default() += 1;
             }
             self.throughput.ended_without_success(ended);
             if let Some(slo) = ctx.slo {
@@ -316,9 +311,6 @@ impl SeriesRecord {
             _ => None,
         };
         self.headroom.merge(&o.headroom);
-        for (k, v) in &o.failed_by_class {
-            *self.failed_by_class.entry(k).or_default() += v;
-        }
         self.cache_hits += o.cache_hits;
         self.count_mismatches += o.count_mismatches;
         self.length_mismatches += o.length_mismatches;

@@ -429,3 +429,7 @@ impl Limiter {
 #[cfg(test)]
 #[path = "limiter_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "limiter_props.rs"]
+mod props;
