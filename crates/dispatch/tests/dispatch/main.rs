@@ -1,0 +1,2 @@
+//! Integration tests of the dispatch crate (one binary, STYLE: one per crate).
+#![expect(clippy::unwrap_used, reason = "tests")]

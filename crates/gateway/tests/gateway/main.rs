@@ -1,0 +1,2 @@
+//! Integration tests of the gateway (one binary).
+#![expect(clippy::unwrap_used, reason = "tests")]
