@@ -44,7 +44,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The largest non-streamed response body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// How long a pooled connection may take to become ready before another is used.
-const POOLED_READY_WAIT: Duration = Duration::from_millis(250);
+pub(crate) const POOLED_READY_WAIT: Duration = Duration::from_millis(250);
 /// After the terminal event, how long to wait for the body's end (so the connection can
 /// be reused) before giving up on the connection. The request has succeeded either way.
 const AFTER_TERMINAL_GRACE: Duration = Duration::from_millis(250);
@@ -170,6 +170,14 @@ impl Client {
                 options,
             }),
         })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn tls(&self) -> &TlsConnector {
+        &self.inner.tls
     }
 
     /// The options this client was built with.
@@ -382,7 +390,7 @@ impl Client {
 }
 
 /// Waits until `conn` can take a request.
-async fn ready(conn: &mut Conn, deadline: Instant) -> Result<(), ErrorClass> {
+pub(crate) async fn ready(conn: &mut Conn, deadline: Instant) -> Result<(), ErrorClass> {
     match timeout_at(deadline.into(), conn.sender.ready()).await {
         Err(_) => Err(ErrorClass::Timeout {
             phase: TimeoutPhase::Connect,
@@ -396,7 +404,7 @@ async fn ready(conn: &mut Conn, deadline: Instant) -> Result<(), ErrorClass> {
 }
 
 /// The class of a failure between writing the request and receiving the headers.
-fn before_headers_error(e: &hyper::Error) -> ErrorClass {
+pub(crate) fn before_headers_error(e: &hyper::Error) -> ErrorClass {
     if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
         ErrorClass::Protocol(format!("invalid HTTP response: {}", describe(e)))
     } else {

@@ -8,6 +8,8 @@
 //!   the ring provider), and [`Client::send`], which never fails but records everything into
 //!   a [`Ledger`] on the monotonic clock, SSE events stamped on arrival before any JSON is
 //!   parsed;
+//! - [`Client::forward`]: a request passed through as given, its response pulled chunk by
+//!   chunk as it arrives (the gateway's upstream call);
 //! - [`ledger`]: the ledger itself (metrics.md §1.1) and [`ErrorClass`] (§1.6);
 //! - [`derive()`]: the per-request metrics of a ledger (§1.2–§1.3), pure.
 //!
@@ -17,6 +19,7 @@
 mod client;
 pub mod derive;
 mod error;
+mod forward;
 pub mod headers;
 pub mod ledger;
 pub mod request;
@@ -28,6 +31,7 @@ mod transport;
 pub use client::{Client, ClientOptions, TlsRoots};
 pub use derive::{RequestMetrics, TokenSource, derive, derive_with, tokenizer_for};
 pub use error::{ClientError, ErrorClass, TimeoutPhase};
+pub use forward::{ForwardBody, ForwardRequest, Forwarded};
 pub use ledger::{
     Completion, ConnTiming, EventKind, EventStamp, Ledger, RateLimitSnapshot, UsageCounts,
 };

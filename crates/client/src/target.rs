@@ -358,7 +358,7 @@ impl Endpoint {
     }
 
     /// Joins `path` (`/chat/completions`, `messages`, or already `/v1/...`) to the base path.
-    pub(crate) fn join(&self, path: &str) -> String {
+    pub fn join(&self, path: &str) -> String {
         let path = path.trim();
         let base = self.base_path();
         if path.starts_with(base) && path[base.len()..].starts_with('/') {

@@ -1,10 +1,26 @@
 //! Everything between a request and its upstream.
 //!
 //! - [`kind`]: which operation a request is (chat, completions, messages);
+//! - [`config`]: `gateway.toml` and flags, raw -> resolved;
+//! - [`route`]: which upstream serves a model;
 //! - [`cache`]: the exact response cache (key, entries, shapes, tiers);
+//! - [`flight`]: one upstream call and its subscribers (coalescing);
+//! - [`dispatcher`]: a request from parsed body to answer, and the tasks that call upstreams;
+//! - [`error`]: the one error type, rendered as OpenAI or Anthropic JSON;
+//! - [`telemetry`]: counters and histograms for `/metrics`;
 //!
 //! It leaves HTTP ingress (routes, auth, `/metrics` rendering, shutdown) to `gateway`,
 //! and the upstream connections themselves to `client`.
 
 pub mod cache;
+pub mod config;
+pub mod dispatcher;
+pub mod error;
+pub mod flight;
 pub mod kind;
+pub mod route;
+pub mod telemetry;
+
+pub use dispatcher::{Answer, CachePolicy, CacheStatus, Call, Dispatcher};
+pub use error::{DispatchError, ErrorKind};
+pub use kind::Kind;

@@ -135,3 +135,115 @@ pub fn spawn_listening(mut command: Command, timeout: Duration) -> anyhow::Resul
         .to_string();
     Ok(Listening { child, url })
 }
+
+/// A throwaway `redis-server` on a free loopback port, with no config file and nothing
+/// written to disk; killed and reaped on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it answers
+    /// `PING`. The port is found by binding port 0 and releasing it, so another process
+    /// may take it first: a server that exits early is retried on a new port.
+    pub fn start() -> anyhow::Result<RedisServer> {
+        const ATTEMPTS: usize = 5;
+        let mut last_error = None;
+        for _ in 0..ATTEMPTS {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("finding a free port for redis-server")?
+                .port();
+            let spawned = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "redis-server not found: scripts/test.sh installs it (apt-get install redis-server)"
+                ),
+                Err(e) => return Err(e).context("spawning redis-server"),
+            };
+            let mut server = RedisServer {
+                child: Some(child),
+                port,
+            };
+            match server.wait_ready(Duration::from_secs(10)) {
+                Ok(()) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("redis-server did not start"))
+            .context(format!("redis-server did not start in {ATTEMPTS} attempts")))
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server now (to test what happens when Redis goes away).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait().context("polling redis-server")?
+            {
+                // Most likely the port was taken between finding and binding it.
+                self.child = None;
+                bail!("redis-server on port {} exited early: {status}", self.port);
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                bail!(
+                    "redis-server on port {} did not answer PING within {timeout:?}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether a Redis on `port` answers `PING` with `+PONG` (inline command, no client).
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && reply == *b"+PONG\r\n"
+}

@@ -1,2 +1,4 @@
 //! Integration tests of the dispatch crate (one binary, STYLE: one per crate).
 #![expect(clippy::unwrap_used, reason = "tests")]
+mod cache_tiers;
+mod shape;

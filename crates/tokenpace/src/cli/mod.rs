@@ -2,8 +2,10 @@
 //! settings happens in `commands` (raw -> resolved, STYLE.md habit 4).
 
 pub mod bench;
+mod serve;
 mod sim;
 
+pub use serve::ServeArgs;
 pub use sim::SimArgs;
 
 use clap::{Parser, Subcommand};
@@ -31,7 +33,23 @@ pub enum Command {
     /// tier rate limits and faults.
     #[command(long_about = SIM_LONG_ABOUT)]
     Sim(SimArgs),
+    /// Run an OpenAI- and Anthropic-compatible gateway with an exact response cache,
+    /// stream replay and request coalescing.
+    #[command(long_about = SERVE_LONG_ABOUT)]
+    Serve(Box<ServeArgs>),
 }
+
+const SERVE_LONG_ABOUT: &str = "\
+Run a gateway in front of OpenAI- or Anthropic-compatible providers: point an application's \
+base URL at it and identical requests are answered from an exact response cache (persistent \
+in SQLite by default, or shared through Redis), identical requests in flight share one upstream \
+call, streams are relayed chunk by chunk, and /metrics reports tokens and dollars saved.
+
+Routes: POST /v1/chat/completions, POST /v1/completions, POST /v1/messages, GET /v1/models, \
+GET /health, GET /metrics. Per request: Cache-Control (no-cache, no-store, max-age=N), \
+tokenpace-cache: on|off|read-only|write-only, tokenpace-replay: paced|instant.
+
+Example: tokenpace sim & tokenpace serve --upstream sim=http://127.0.0.1:8090";
 
 const BENCH_LONG_ABOUT: &str = "\
 Measure the latency, throughput and cost of LLM API calls, exactly as docs/metrics.md \

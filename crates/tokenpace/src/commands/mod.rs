@@ -2,6 +2,7 @@
 
 mod bench;
 mod progress;
+mod serve;
 mod sim;
 
 use crate::Outcome;
@@ -12,5 +13,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Bench(args) => bench::run(*args),
         Command::Sim(args) => sim::run(args),
+        Command::Serve(args) => serve::run(*args),
     }
 }

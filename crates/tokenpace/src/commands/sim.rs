@@ -77,7 +77,7 @@ tier: {tier}; window: {}. Ctrl-C stops.",
     Ok(Outcome::Success)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
