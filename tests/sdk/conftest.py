@@ -88,6 +88,11 @@ class Sim:
 
 
 def _start_sim(extra_args: list[str]) -> tuple[Sim, Callable[[], str | None]]:
+    return _start_tokenpace(["sim", "--listen", "127.0.0.1:0", *extra_args])
+
+
+def _start_tokenpace(sub_args: list[str]) -> tuple[Sim, Callable[[], str | None]]:
+    """Starts `tokenpace SUBCOMMAND ...` (sim or serve) and waits for its address."""
     binary = tokenpace_bin()
     if not binary.is_file():
         pytest.fail(
@@ -95,7 +100,7 @@ def _start_sim(extra_args: list[str]) -> tuple[Sim, Callable[[], str | None]]:
             "or set TOKENPACE_BIN to the binary",
             pytrace=False,
         )
-    args = [str(binary), "sim", "--listen", "127.0.0.1:0", *extra_args]
+    args = [str(binary), *sub_args]
     # stderr goes to a file, not a pipe: nobody drains it while the test runs, and a full pipe
     # would block the simulator's logging. It is shown when startup fails.
     stderr_file = tempfile.TemporaryFile(mode="w+")
@@ -186,6 +191,22 @@ def start_sim() -> Iterator[Callable[..., Sim]]:
 def sim(start_sim) -> Sim:
     """A simulator with default flags (unlimited tier)."""
     return start_sim()
+
+
+@pytest.fixture
+def gateway(sim) -> Iterator[Sim]:
+    """`tokenpace serve` in front of a fresh simulator, with the in-memory cache.
+
+    Its `upstream` attribute is the simulator, for counting upstream requests in /stats.
+    """
+    gw, stop = _start_tokenpace(
+        ["serve", "--upstream", f"sim={sim.url}", "--listen", "127.0.0.1:0", "--cache", "memory"]
+    )
+    gw.upstream = sim  # type: ignore[attr-defined]
+    yield gw
+    problem = stop()
+    if problem:
+        pytest.fail(problem, pytrace=False)
 
 
 class _RecordingTime:

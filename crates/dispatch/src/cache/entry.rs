@@ -103,11 +103,11 @@ impl Entry {
     /// Encodes the entry in the versioned binary format [`Entry::decode`] reads.
     ///
     /// Layout: magic `TPCE`, version byte, kind tag, `created_unix_ms` (u64 LE), upstream
-    /// and model (varint length + UTF-8), input and output tokens (varints), ttft (flag byte
-    /// + u64 LE nanoseconds), e2e (u64 LE nanoseconds), then the body: tag 1 with a
-    /// length-prefixed JSON body, or tag 2 with a varint event count and per event its
-    /// offset (u64 LE nanoseconds) and length-prefixed bytes. Lengths are varints so no
-    /// field has a size limit and small values stay small.
+    /// and model (varint length and UTF-8), input and output tokens (varints), ttft (a
+    /// flag byte, then u64 LE nanoseconds when set), e2e (u64 LE nanoseconds), then the
+    /// body: tag 1 with a length-prefixed JSON body, or tag 2 with a varint event count
+    /// and per event its offset (u64 LE nanoseconds) and length-prefixed bytes. Lengths
+    /// are varints so no field has a size limit and small values stay small.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_hint());
         out.extend_from_slice(&MAGIC);

@@ -133,6 +133,10 @@ pub enum StoreError {
 
 /// The persistent tier behind memory.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per cache and never moved on a hot path; boxing would only add a hop"
+)]
 pub enum Persistent {
     /// An embedded SQLite file (one gateway).
     Sqlite(SqliteTier),

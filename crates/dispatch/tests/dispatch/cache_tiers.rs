@@ -131,7 +131,7 @@ async fn redis_stopped_mid_way_fails_open_quickly() {
     }
     let started = Instant::now();
     a.put(CacheKey([5; 32]), entry());
-    assert!(started.elapsed() < Duration::from_millis(500), "put waited");
+    assert!(started.elapsed() < Duration::from_secs(1), "put waited");
     a.flush().await;
 
     let stats = a.stats();
