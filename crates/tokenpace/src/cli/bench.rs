@@ -54,6 +54,12 @@ unless --base-url or --targets is given."
     #[arg(long, value_name = "NAME")]
     pub api_key_env: Option<String>,
 
+    /// Extra request header for --base-url, as 'NAME: VALUE' (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE",
+          long_help = "An extra header sent with every request to --base-url, as 'NAME: VALUE' \
+(repeatable), e.g. -H 'cache-control: no-store' to measure a tokenpace gateway with its cache off.")]
+    pub headers: Vec<String>,
+
     /// TOML file of targets (name, base_url, api, model, api_key_env, headers).
     #[arg(long, value_name = "FILE", conflicts_with = "base_url")]
     pub targets: Option<PathBuf>,

@@ -222,6 +222,12 @@ fn resolve_targets(args: &BenchArgs) -> anyhow::Result<ResolvedTargets> {
         if let Some(key) = key_from_env(args.api_key_env.as_deref(), api)? {
             target = target.with_api_key(key);
         }
+        for h in &args.headers {
+            let Some((name, value)) = h.split_once(':') else {
+                bail!("--header '{h}': write it as 'NAME: VALUE', e.g. 'cache-control: no-store'");
+            };
+            target = target.with_header(name.trim(), value.trim());
+        }
         target.endpoint().context("--base-url")?;
         entries.push((None, Some(target), remote_models));
     }
