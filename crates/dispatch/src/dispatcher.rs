@@ -340,12 +340,13 @@ impl Dispatcher {
         if inner.config.cache.deterministic_only && !key::deterministic(kind, &call.body) {
             policy = CachePolicy::OFF;
         }
+        // Prefixed, so no tenant name can collide with the shared scope.
         let scope = if inner.config.cache.shared_across_tenants {
-            "*shared*"
+            "shared".to_owned()
         } else {
-            call.tenant.as_str()
+            format!("tenant:{}", call.tenant)
         };
-        let key = key::cache_key(kind, &call.body, &upstream.name, &route.model, scope)
+        let key = key::cache_key(kind, &call.body, &upstream.name, &route.model, &scope)
             .map_err(|e| DispatchError::new(ErrorKind::InvalidRequest, e.to_string()))?;
 
         let mut lookup = Duration::ZERO;

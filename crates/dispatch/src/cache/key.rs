@@ -29,7 +29,7 @@
 //! | Fields | Treatment | Why |
 //! |---|---|---|
 //! | `model` | dropped | the resolved upstream model is a part of the key of its own |
-//! | `stream`, `stream_options` (chat, completions) | dropped | transport only: an entry is served in either shape ([`super::shape`]), and the gateway always asks upstream for usage |
+//! | `stream` (all), `stream_options` (chat, completions) | dropped | transport only: an entry is served in either shape ([`super::shape`]), and the gateway always asks upstream for usage |
 //! | `user`, `safety_identifier` (chat, completions); `metadata` (all) | dropped | identify the end user or label the request; cannot change the output |
 //! | `service_tier` (all) | dropped | chooses the capacity pool (latency, price), not the content; a hit reports the tier of the request that filled the entry |
 //! | `prompt_cache_key` (chat, completions); `cache_control` (messages) | dropped | provider prompt-cache hints: change cost and latency, not content |

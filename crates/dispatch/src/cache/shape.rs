@@ -19,9 +19,10 @@
 //! that did not ask for it are the gateway's decisions; SSE framing is `protocol::sse`'s.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
-use memchr::memmem;
+use memchr::memmem::Finder;
 use protocol::anthropic::MESSAGE_TYPE;
 use protocol::openai::{
     ASSISTANT_ROLE, CHAT_COMPLETION_CHUNK_OBJECT, CHAT_COMPLETION_OBJECT, TEXT_COMPLETION_OBJECT,
@@ -135,7 +136,8 @@ pub fn classify(kind: Kind, event: &[u8]) -> EventClass {
 ///
 /// Input is the total input: OpenAI's `prompt_tokens` (cached tokens included) or
 /// Anthropic's `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`, as
-/// `client::UsageCounts` counts it. OpenAI: the last non-null `usage` of any chunk.
+/// `client::UsageCounts` counts it. OpenAI: the last non-null `usage` of any chunk (the
+/// usage-only chunk, or the last chunk of servers that attach usage to it).
 /// Anthropic: `message_start`'s usage, overridden by the cumulative `message_delta` counts.
 pub fn usage(kind: Kind, events: &[RecordedEvent]) -> (u64, u64) {
     match kind {
@@ -240,10 +242,20 @@ fn parse_data(event: &SseEvent) -> Result<Value, ShapeError> {
     })
 }
 
+// Searchers for the per-event byte checks, built once: `memmem::find` would build one per
+// call, that is several per relayed event.
+static EVENT_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"event:"));
+static DONE_MARK: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(DONE.as_bytes()));
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static CHOICES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
+static MESSAGE_STOP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"message_stop\""));
+
 /// The value of the `event:` field, when the event has one. Only a line start counts: a
 /// `data:` value cannot hold a line break, so `event:` inside the JSON never matches.
 fn event_name(event: &[u8]) -> Option<&[u8]> {
-    memmem::find_iter(event, b"event:")
+    EVENT_FIELD
+        .find_iter(event)
         .find(|&at| at == 0 || matches!(event[at - 1], b'\n' | b'\r'))
         .map(|at| {
             let rest = &event[at + b"event:".len()..];
@@ -261,24 +273,31 @@ fn trim_ws(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// The bytes after `"key":` for every occurrence of `key` as an object key. A quoted word
-/// inside a JSON string has escaped quotes (`\"usage\"`), so it never matches.
-fn values_of<'a>(event: &'a [u8], quoted_key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-    memmem::find_iter(event, quoted_key).filter_map(move |at| {
-        let rest = trim_ws(&event[at + quoted_key.len()..]);
+/// The bytes after `"key":` for every occurrence of the quoted key as an object key. A
+/// quoted word inside a JSON string has escaped quotes (`\"usage\"`), so it never matches.
+fn values_of<'a>(
+    event: &'a [u8],
+    quoted_key: &'static Finder<'static>,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let len = quoted_key.needle().len();
+    quoted_key.find_iter(event).filter_map(move |at| {
+        let rest = trim_ws(&event[at + len..]);
         rest.strip_prefix(b":").map(trim_ws)
     })
 }
 
-/// Byte-level pre-check for a usage-only chunk: some `"usage"` is not `null` and some
-/// `"choices"` is an empty array. False negatives are impossible; false positives are
-/// settled by parsing.
+/// Byte-level pre-check: some `"usage"` key has a value other than `null`. False
+/// negatives are impossible; false positives are settled by parsing.
 fn usage_may_be_set(event: &[u8]) -> bool {
-    values_of(event, b"\"usage\"").any(|v| !v.starts_with(b"null"))
-        && values_of(event, b"\"choices\"").any(|v| {
-            v.strip_prefix(b"[")
-                .is_some_and(|v| trim_ws(v).starts_with(b"]"))
-        })
+    values_of(event, &USAGE_KEY).any(|v| !v.starts_with(b"null"))
+}
+
+/// Byte-level pre-check: some `"choices"` key is an empty array.
+fn choices_may_be_empty(event: &[u8]) -> bool {
+    values_of(event, &CHOICES_KEY).any(|v| {
+        v.strip_prefix(b"[")
+            .is_some_and(|v| trim_ws(v).starts_with(b"]"))
+    })
 }
 
 /// A payload's top-level error, as the OpenAI SDK reads it (a truthy `error` key), or
@@ -798,13 +817,13 @@ fn classify_openai(event: &[u8]) -> EventClass {
     if matches!(event_name(event), Some(b"error")) {
         return EventClass::Error;
     }
-    if memmem::find(event, DONE.as_bytes()).is_some()
+    if DONE_MARK.find(event).is_some()
         && decode_one(event).is_some_and(|e| e.data.trim_start().starts_with(DONE))
     {
         return EventClass::Terminal;
     }
-    let maybe_error = memmem::find(event, b"\"error\"").is_some();
-    let maybe_usage = usage_may_be_set(event);
+    let maybe_error = ERROR_KEY.find(event).is_some();
+    let maybe_usage = usage_may_be_set(event) && choices_may_be_empty(event);
     if !maybe_error && !maybe_usage {
         return EventClass::Other;
     }
@@ -1086,9 +1105,7 @@ fn classify_anthropic(event: &[u8]) -> EventClass {
         // No `event:` line (a lenient compatible server): the JSON `type` decides, parsed
         // only when the bytes mention one of the two types that matter.
         None => {
-            if memmem::find(event, b"\"message_stop\"").is_none()
-                && memmem::find(event, b"\"error\"").is_none()
-            {
+            if MESSAGE_STOP.find(event).is_none() && ERROR_KEY.find(event).is_none() {
                 return EventClass::Other;
             }
             match parse_event(event)
@@ -1594,6 +1611,15 @@ data: {"type":"message_stop"}"#,
             usage(Kind::Chat, &recorded(fixture!("openai_chat_stream.sse"))),
             (0, 0)
         );
+        // Servers that attach usage to the last content chunk instead of a usage-only one.
+        let attached = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],",
+            "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert_eq!(usage(Kind::Chat, &recorded(attached)), (4, 1));
+        assert_eq!(assembled(Kind::Chat, attached)["usage"]["prompt_tokens"], 4);
         assert_eq!(
             usage(
                 Kind::Completions,
