@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
-cargo build --release -p tokenpace >/dev/null 2>&1 || cargo build --release -p tokenpace
+if [[ -z ${NO_BUILD:-} ]]; then cargo build --release -p tokenpace >/dev/null 2>&1 || cargo build --release -p tokenpace; fi
 BIN=${CARGO_TARGET_DIR:-target}/release/tokenpace
 TMP=$(mktemp -d)
 PIDS=()

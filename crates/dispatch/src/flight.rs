@@ -192,8 +192,9 @@ impl Subscription {
         }
     }
 
-    /// The next encoded SSE event for a streamed subscriber, `None` at the end. A failure
-    /// after the stream started comes as an error event, then the end.
+    /// The next encoded SSE events for a streamed subscriber (all that arrived since the
+    /// last call, as one chunk), `None` at the end. A failure after the stream started
+    /// comes as an error event, then the end.
     pub async fn next_event(&mut self) -> Option<Bytes> {
         if self.finished {
             return None;
@@ -211,14 +212,32 @@ impl Subscription {
             {
                 let state = self.flight.lock();
                 let streamed = matches!(&state.head, Some(Ok(h)) if h.streamed);
-                if streamed {
+                if streamed && self.next_event < state.events.len() {
+                    // Everything that arrived since the last call goes out as one chunk:
+                    // one write for the events of one upstream read, not one per event.
+                    let mut out: Option<Bytes> = None;
+                    let mut joined: Vec<u8> = Vec::new();
                     while self.next_event < state.events.len() {
                         let i = self.next_event;
                         self.next_event += 1;
                         if state.classes[i] == EventClass::UsageOnly && !self.include_usage {
                             continue;
                         }
-                        return Some(state.events[i].data.clone());
+                        let data = &state.events[i].data;
+                        match out.take() {
+                            None if joined.is_empty() => out = Some(data.clone()),
+                            Some(first) => {
+                                joined.extend_from_slice(&first);
+                                joined.extend_from_slice(data);
+                            }
+                            None => joined.extend_from_slice(data),
+                        }
+                    }
+                    if let Some(one) = out {
+                        return Some(one);
+                    }
+                    if !joined.is_empty() {
+                        return Some(Bytes::from(joined));
                     }
                 }
                 match &state.end {
