@@ -11,9 +11,12 @@ mod raw;
 mod resolve;
 mod size;
 
-pub use raw::{RawCache, RawConfig, RawKey, RawUpstream, SizeValue};
+pub use raw::{
+    RawAdmission, RawCache, RawConfig, RawKey, RawRetry, RawRoute, RawUpstream, SizeValue,
+};
 pub use resolve::{
-    CacheConfig, CacheStore, Config, ConfigError, DEFAULT_LISTEN, GatewayKey, UpstreamApi,
-    UpstreamConfig, default_cache_path,
+    AdmissionBackend, AdmissionConfig, CacheConfig, CacheStore, Config, ConfigError,
+    DEFAULT_LISTEN, GatewayKey, HedgeAfter, HedgeConfig, RouteConfig, UpstreamApi, UpstreamConfig,
+    default_cache_path,
 };
 pub use size::parse_size;

@@ -613,12 +613,17 @@ impl Job {
 
         let mut ttft = None;
         let mut complete = false;
+        // How the body ended. It is published to the subscribers only after the cache
+        // write below: a client that has read the whole response and asks again must find
+        // the entry, not a finished flight (which it would join as a coalesced miss).
+        let end: Result<(), DispatchError>;
+        let mut drain = false;
         if streamed {
             let mut decoder = SseDecoder::default();
             let mut decoded = Vec::new();
             let mut terminal = false;
             let mut errored = false;
-            let end: Result<(), DispatchError> = loop {
+            let ended: Result<(), DispatchError> = loop {
                 let chunk = tokio::select! {
                     biased;
                     () = flight.cancel.cancelled() => break Err(cancelled()),
@@ -670,38 +675,27 @@ impl Job {
                     break Ok(());
                 }
             };
-            complete = end.is_ok() && terminal && !errored;
-            flight.update(|s| s.end = Some(end));
-            if terminal {
-                // Drain so the connection can be reused (bounded by the deadline).
-                let _ = tokio::time::timeout(Duration::from_millis(250), async {
-                    while let Some(Ok(_)) = fwd.body.next().await {}
-                })
-                .await;
-            }
+            complete = ended.is_ok() && terminal && !errored;
+            end = ended;
+            drain = terminal;
         } else {
             let body = tokio::select! {
                 () = flight.cancel.cancelled() => Err(None),
                 b = fwd.body.collect(MAX_UPSTREAM_BODY) => b.map_err(Some),
             };
             ttft = Some(sent_at.elapsed());
-            match body {
+            end = match body {
                 Ok(bytes) => {
                     complete = status.is_success()
                         && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
-                    flight.update(|s| {
-                        s.chunks.push(bytes);
-                        s.end = Some(Ok(()));
-                    });
+                    flight.lock().chunks.push(bytes);
+                    Ok(())
                 }
-                Err(class) => {
-                    let e = match class {
-                        Some(c) => DispatchError::upstream(&upstream, &c),
-                        None => cancelled(),
-                    };
-                    flight.update(|s| s.end = Some(Err(e)));
-                }
-            }
+                Err(class) => Err(match class {
+                    Some(c) => DispatchError::upstream(&upstream, &c),
+                    None => cancelled(),
+                }),
+            };
         }
         let e2e = sent_at.elapsed();
         if let Some(t) = ttft {
@@ -767,7 +761,15 @@ impl Job {
                 cache.put(key, Arc::new(entry));
             }
         }
+        flight.update(|s| s.end = Some(end));
         self.finish();
+        if drain {
+            // Drain so the connection can be reused (bounded); nobody waits for this.
+            let _ = tokio::time::timeout(Duration::from_millis(250), async {
+                while let Some(Ok(_)) = fwd.body.next().await {}
+            })
+            .await;
+        }
     }
 
     /// Removes the flight from the coalescing map (if it is still the one there).

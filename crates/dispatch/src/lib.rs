@@ -3,6 +3,9 @@
 //! - [`kind`]: which operation a request is (chat, completions, messages);
 //! - [`config`]: `gateway.toml` and flags, raw -> resolved;
 //! - [`route`]: which upstream serves a model;
+//! - [`pick`]: choosing among equivalent upstreams (order, weights, latency) and their health;
+//! - [`retry`]: the one retry policy (which failures, how long to wait);
+//! - [`admission`]: admission control against tier limits (ledger, backends, queue);
 //! - [`cache`]: the exact response cache (key, entries, shapes, tiers);
 //! - [`flight`]: one upstream call and its subscribers (coalescing);
 //! - [`dispatcher`]: a request from parsed body to answer, and the tasks that call upstreams;
@@ -12,12 +15,15 @@
 //! It leaves HTTP ingress (routes, auth, `/metrics` rendering, shutdown) to `gateway`,
 //! and the upstream connections themselves to `client`.
 
+pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod flight;
 pub mod kind;
+pub mod pick;
+pub mod retry;
 pub mod route;
 pub mod telemetry;
 

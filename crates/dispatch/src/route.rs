@@ -10,16 +10,51 @@ use std::collections::HashMap;
 
 use client::Api;
 
-use crate::config::Config;
+use crate::config::{Config, HedgeConfig, RouteConfig};
 use crate::error::{DispatchError, ErrorKind};
+use crate::pick::Strategy;
 
 /// Where a model goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
+    /// Index into [`Config::upstreams`] of the first target.
+    pub upstream: usize,
+    /// The model name the first target is sent.
+    pub model: String,
+    /// Every target that can serve it, in the configured order (the first is
+    /// `upstream`/`model`); more than one only for a `[[routes]]` entry.
+    pub targets: Vec<Target>,
+    /// How to choose among the targets.
+    pub strategy: Strategy,
+    /// Hedging, when the route enables it.
+    pub hedge: Option<HedgeConfig>,
+    /// The `[[routes]]` model name, when the request matched one.
+    pub named: Option<String>,
+}
+
+/// One (upstream, model) a route can send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
     /// The model name the upstream is sent.
     pub model: String,
+}
+
+impl Route {
+    fn single(upstream: usize, model: String) -> Route {
+        Route {
+            upstream,
+            targets: vec![Target {
+                upstream,
+                model: model.clone(),
+            }],
+            model,
+            strategy: Strategy::Ordered,
+            hedge: None,
+            named: None,
+        }
+    }
 }
 
 /// The routing table, built once from a [`Config`].
@@ -31,6 +66,7 @@ pub struct Routes {
     single: bool,
     apis: Vec<(bool, bool)>,
     upstream_names: Vec<String>,
+    routes: HashMap<String, RouteConfig>,
 }
 
 impl Routes {
@@ -69,6 +105,11 @@ impl Routes {
                 .map(|u| (u.openai.is_some(), u.anthropic.is_some()))
                 .collect(),
             upstream_names: config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| (r.model.clone(), r.clone()))
+                .collect(),
         }
     }
 
@@ -78,30 +119,56 @@ impl Routes {
             Some((up, target)) => (*up, target.as_str()),
             None => (None, model),
         };
+        if forced.is_none()
+            && let Some(r) = self.routes.get(name)
+        {
+            let speaks = |i: usize| match api {
+                Api::OpenAi => self.apis[i].0,
+                Api::Anthropic => self.apis[i].1,
+            };
+            let targets: Vec<Target> = r
+                .targets
+                .iter()
+                .filter(|(i, _)| speaks(*i))
+                .map(|(i, m)| Target {
+                    upstream: *i,
+                    model: m.clone(),
+                })
+                .collect();
+            let Some(first) = targets.first().cloned() else {
+                return Err(DispatchError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "the route '{model}' has no target that speaks the {} API this request needs",
+                        match api {
+                            Api::OpenAi => "OpenAI",
+                            Api::Anthropic => "Anthropic",
+                        }
+                    ),
+                )
+                .with_code("model_not_found"));
+            };
+            return Ok(Route {
+                upstream: first.upstream,
+                model: first.model,
+                targets,
+                strategy: r.strategy.clone(),
+                hedge: r.hedge,
+                named: Some(r.model.clone()),
+            });
+        }
         let route = if let Some(up) = forced {
-            Some(Route {
-                upstream: up,
-                model: name.to_owned(),
-            })
+            Some(Route::single(up, name.to_owned()))
         } else if let Some(&up) = self.listed.get(name) {
-            Some(Route {
-                upstream: up,
-                model: name.to_owned(),
-            })
+            Some(Route::single(up, name.to_owned()))
         } else if let Some((up, rest)) = name
             .split_once('/')
             .and_then(|(u, m)| self.names.get(u).map(|&i| (i, m)))
             .filter(|(_, m)| !m.is_empty())
         {
-            Some(Route {
-                upstream: up,
-                model: rest.to_owned(),
-            })
+            Some(Route::single(up, rest.to_owned()))
         } else if self.single {
-            Some(Route {
-                upstream: 0,
-                model: name.to_owned(),
-            })
+            Some(Route::single(0, name.to_owned()))
         } else {
             None
         };
@@ -150,6 +217,11 @@ impl Routes {
                     .or(self.single.then_some(0))?;
                 Some((a.clone(), self.upstream_names[i].clone()))
             }))
+            .chain(self.routes.values().filter_map(|r| {
+                r.targets
+                    .first()
+                    .map(|(i, _)| (r.model.clone(), self.upstream_names[*i].clone()))
+            }))
             .collect();
         out.sort();
         out.dedup();
@@ -176,10 +248,7 @@ mod tests {
         let r = routes("[upstreams.sim]\nurl = \"http://x\"\n");
         assert_eq!(
             r.resolve(Api::OpenAi, "anything").unwrap(),
-            Route {
-                upstream: 0,
-                model: "anything".into()
-            }
+            Route::single(0, "anything".into())
         );
         assert_eq!(r.resolve(Api::OpenAi, "sim/m").unwrap().model, "m");
     }
@@ -193,10 +262,7 @@ mod tests {
         assert_eq!(r.resolve(Api::Anthropic, "claude").unwrap().upstream, 1);
         assert_eq!(
             r.resolve(Api::OpenAi, "fast").unwrap(),
-            Route {
-                upstream: 0,
-                model: "gpt-mini".into()
-            }
+            Route::single(0, "gpt-mini".into())
         );
         assert_eq!(r.resolve(Api::Anthropic, "smart").unwrap().model, "claude");
         assert_eq!(
@@ -215,5 +281,31 @@ mod tests {
                 ("smart".into(), "b".into())
             ]
         );
+    }
+
+    #[test]
+    fn routes_with_several_targets() {
+        let r = routes(
+            "[upstreams.a]\nurl = \"http://x\"\napi = \"openai\"\n[upstreams.b]\nurl = \"http://y\"\napi = \"anthropic\"\n[upstreams.c]\nurl = \"http://z\"\n[[routes]]\nmodel = \"chat\"\ntargets = [\"a/m1\", \"b/m2\", \"c/m3\"]\n",
+        );
+        let route = r.resolve(Api::OpenAi, "chat").unwrap();
+        // b speaks only Anthropic: it is left out of an OpenAI request's targets.
+        assert_eq!(
+            route.targets,
+            vec![
+                Target {
+                    upstream: 0,
+                    model: "m1".into()
+                },
+                Target {
+                    upstream: 2,
+                    model: "m3".into()
+                }
+            ]
+        );
+        assert_eq!(route.named.as_deref(), Some("chat"));
+        let anthropic = r.resolve(Api::Anthropic, "chat").unwrap();
+        assert_eq!((anthropic.upstream, anthropic.targets.len()), (1, 2));
+        assert!(r.models().iter().any(|(m, _)| m == "chat"));
     }
 }

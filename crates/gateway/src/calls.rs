@@ -89,7 +89,17 @@ pub(crate) async fn handle(state: Arc<AppState>, kind: Kind, req: Request<Body>)
         Err(e) => {
             log.error = Some(e.message.clone());
             log.level = e.log_level();
-            error_response(api, &e)
+            let mut r = error_response(api, &e);
+            // An error after routing still says which upstream and cache path it took.
+            if !log.upstream.is_empty() {
+                r.headers_mut()
+                    .insert("x-tokenpace-upstream", header_value(&log.upstream));
+                r.headers_mut().insert(
+                    "x-tokenpace-cache",
+                    HeaderValue::from_static(log.cache.as_str()),
+                );
+            }
+            r
         }
     };
     log.status = response.status().as_u16();

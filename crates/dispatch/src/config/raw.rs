@@ -35,6 +35,65 @@ pub struct RawConfig {
     /// Gateway keys: each is a tenant.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Admission control (queueing against tier limits).
+    #[serde(default)]
+    pub admission: RawAdmission,
+    /// The retry policy.
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Routes with several targets (fallbacks, latency routing, hedging).
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// The `[admission]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmission {
+    /// `local` (in-process, the default) or `redis` (shared by gateway instances).
+    pub backend: Option<String>,
+    /// The Redis URL for `backend = "redis"`.
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys (default `tokenpace:limits:`).
+    pub redis_prefix: Option<String>,
+    /// How long a request may wait for capacity (default `30s`); the request header
+    /// `tokenpace-queue-timeout` overrides it per request.
+    pub queue_timeout: Option<String>,
+    /// Requests waiting per (upstream, model) before new ones get 429 (default 1000).
+    pub max_queue: Option<usize>,
+}
+
+/// The `[retry]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all, the first included (default 3; 1 = no retries).
+    pub max_attempts: Option<u32>,
+    /// Time for all attempts and waits (default `60s`).
+    pub max_elapsed: Option<String>,
+    /// First backoff bound (default `250ms`).
+    pub base: Option<String>,
+    /// Largest backoff (default `10s`).
+    pub cap: Option<String>,
+}
+
+/// One `[[routes]]` entry: a model name served by several targets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The model name clients send.
+    pub model: String,
+    /// `UPSTREAM/model` targets, in fallback order.
+    pub targets: Vec<String>,
+    /// `ordered` (default), `weighted` or `latency`.
+    pub strategy: Option<String>,
+    /// Weights for `weighted`, one per target.
+    #[serde(default)]
+    pub weights: Vec<u32>,
+    /// Hedge: if no first token by then, also try the next target (`2s`, or `p95`).
+    pub hedge_after: Option<String>,
+    /// Largest share of requests that may be hedged (default 0.1).
+    pub hedge_max_share: Option<f64>,
 }
 
 /// One upstream provider.
@@ -56,6 +115,27 @@ pub struct RawUpstream {
     /// The models routed to this upstream (needed when there are several upstreams).
     #[serde(default)]
     pub models: Vec<String>,
+    /// Time to the first token of a stream (default: none); past it the attempt fails
+    /// over to the next target.
+    pub ttft_timeout: Option<String>,
+    /// Requests per window (the tier's RPM).
+    pub rpm: Option<u64>,
+    /// Input + output tokens per window (TPM).
+    pub tpm: Option<u64>,
+    /// Input tokens per window (Anthropic's ITPM).
+    pub itpm: Option<u64>,
+    /// Output tokens per window (Anthropic's OTPM).
+    pub otpm: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
+    /// Tokens per day.
+    pub tpd: Option<u64>,
+    /// The limits' window (default `60s`; shorter in tests).
+    pub window: Option<String>,
+    /// Learn limits from the upstream's rate-limit headers when not configured (default true).
+    pub learn_limits: Option<bool>,
+    /// Output tokens reserved for a request without `max_tokens` (default 1024).
+    pub output_estimate: Option<u64>,
 }
 
 /// A size: bytes as an integer, or a string with a unit.

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use client::{Api, Endpoint, Target};
+
+use crate::admission::Limits;
+use crate::pick::Strategy;
+use crate::retry::RetryPolicy;
 use protocol::ratelimit::parse_go_duration;
 
 use super::raw::{RawConfig, SizeValue};
@@ -70,6 +74,16 @@ pub struct UpstreamConfig {
     pub models: Vec<String>,
     /// Whether an API key was configured (never the key itself).
     pub has_key: bool,
+    /// Configured tier limits (unset ones may be learned from headers).
+    pub limits: Limits,
+    /// The limits' window.
+    pub window: Duration,
+    /// Learn unset limits from the upstream's rate-limit headers.
+    pub learn_limits: bool,
+    /// Output tokens reserved when a request has no `max_tokens`.
+    pub output_estimate: u64,
+    /// Time to first token of a stream before failing over.
+    pub ttft_timeout: Option<Duration>,
 }
 
 impl UpstreamConfig {
@@ -135,6 +149,62 @@ impl std::fmt::Debug for GatewayKey {
     }
 }
 
+/// Where admission ledgers live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmissionBackend {
+    /// In this process.
+    Local,
+    /// In Redis, shared by gateway instances.
+    Redis {
+        /// `redis://...`.
+        url: String,
+        /// Key prefix.
+        prefix: String,
+    },
+}
+
+/// Validated admission settings.
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// Where ledgers live.
+    pub backend: AdmissionBackend,
+    /// Default queue deadline.
+    pub queue_timeout: Duration,
+    /// Waiting requests per lane.
+    pub max_queue: usize,
+}
+
+/// When a hedge is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    /// After a fixed time without a first token.
+    Fixed(Duration),
+    /// After the first target's observed p95 TTFT.
+    P95,
+}
+
+/// Hedging settings of a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgeConfig {
+    /// When.
+    pub after: HedgeAfter,
+    /// Largest share of the route's requests that may be hedged.
+    pub max_share: f64,
+}
+
+/// A validated `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The model name clients send.
+    pub model: String,
+    /// (index into `upstreams`, upstream model), in fallback order.
+    pub targets: Vec<(usize, String)>,
+    /// How to choose among them.
+    pub strategy: Strategy,
+    /// Hedging, when enabled.
+    pub hedge: Option<HedgeConfig>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -156,6 +226,12 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Gateway keys (empty: one tenant, `default`, and no authentication).
     pub keys: Vec<GatewayKey>,
+    /// Admission control.
+    pub admission: AdmissionConfig,
+    /// The retry policy.
+    pub retry: RetryPolicy,
+    /// Routes with several targets.
+    pub routes: Vec<RouteConfig>,
 }
 
 /// The default listen address.
@@ -345,6 +421,35 @@ impl RawConfig {
                 )?,
                 models: raw.models.clone(),
                 has_key: key.is_some(),
+                limits: Limits {
+                    requests: raw.rpm,
+                    tokens: raw.tpm,
+                    input_tokens: raw.itpm,
+                    output_tokens: raw.otpm,
+                    requests_per_day: raw.rpd,
+                    tokens_per_day: raw.tpd,
+                },
+                window: {
+                    let w = duration(
+                        &field("window"),
+                        raw.window.as_ref(),
+                        Duration::from_secs(60),
+                    )?;
+                    if w.is_zero() {
+                        return Err(err(
+                            field("window"),
+                            "the window must be longer than zero (e.g. 60s)",
+                        ));
+                    }
+                    w
+                },
+                learn_limits: raw.learn_limits.unwrap_or(true),
+                output_estimate: raw.output_estimate.unwrap_or(1024),
+                ttft_timeout: raw
+                    .ttft_timeout
+                    .as_ref()
+                    .map(|t| duration(&field("ttft_timeout"), Some(t), Duration::ZERO))
+                    .transpose()?,
             });
         }
         let mut aliases = BTreeMap::new();
@@ -475,6 +580,157 @@ impl RawConfig {
             self.max_request_bytes.as_ref(),
             32 << 20,
         )?;
+        let a = &self.admission;
+        let backend = match a.backend.as_deref().map(str::trim) {
+            None | Some("local") => {
+                if a.redis_url.is_some() {
+                    return Err(err(
+                        "admission.redis_url",
+                        "redis_url is set but backend is not \"redis\"; add backend = \"redis\"",
+                    ));
+                }
+                AdmissionBackend::Local
+            }
+            Some("redis") => match &a.redis_url {
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                    AdmissionBackend::Redis {
+                        url: u.clone(),
+                        prefix: a
+                            .redis_prefix
+                            .clone()
+                            .unwrap_or_else(|| "tokenpace:limits:".to_owned()),
+                    }
+                }
+                _ => {
+                    return Err(err(
+                        "admission.redis_url",
+                        "backend = \"redis\" needs redis_url = \"redis://HOST:PORT/DB\"",
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(err(
+                    "admission.backend",
+                    format!("'{other}' is not a backend (use local or redis)"),
+                ));
+            }
+        };
+        let admission = AdmissionConfig {
+            backend,
+            queue_timeout: duration(
+                "admission.queue_timeout",
+                a.queue_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
+            max_queue: a.max_queue.unwrap_or(1000),
+        };
+        let r = &self.retry;
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            max_attempts: match r.max_attempts {
+                Some(0) => return Err(err("retry.max_attempts", "at least 1 (1 = no retries)")),
+                Some(n) => n,
+                None => defaults.max_attempts,
+            },
+            max_elapsed: duration(
+                "retry.max_elapsed",
+                r.max_elapsed.as_ref(),
+                defaults.max_elapsed,
+            )?,
+            base: duration("retry.base", r.base.as_ref(), defaults.base)?,
+            cap: duration("retry.cap", r.cap.as_ref(), defaults.cap)?,
+        };
+        let mut routes: Vec<RouteConfig> = Vec::new();
+        for (i, raw) in self.routes.iter().enumerate() {
+            let field = |f: &str| format!("routes[{i}].{f}");
+            if raw.model.trim().is_empty() {
+                return Err(err(field("model"), "name the model clients send"));
+            }
+            if raw.targets.is_empty() {
+                return Err(err(
+                    field("targets"),
+                    "list at least one UPSTREAM/model target",
+                ));
+            }
+            let mut targets = Vec::new();
+            for t in &raw.targets {
+                let Some((up, model)) = t.split_once('/') else {
+                    return Err(err(
+                        field("targets"),
+                        format!("'{t}' must be UPSTREAM/model"),
+                    ));
+                };
+                let Some(idx) = upstreams.iter().position(|u| u.name == up) else {
+                    return Err(err(
+                        field("targets"),
+                        format!("'{t}' names no configured upstream '{up}'"),
+                    ));
+                };
+                if model.is_empty() {
+                    return Err(err(field("targets"), format!("'{t}' names no model")));
+                }
+                targets.push((idx, model.to_owned()));
+            }
+            let strategy = match raw.strategy.as_deref().map(str::trim) {
+                None | Some("ordered") => Strategy::Ordered,
+                Some("latency") => Strategy::Latency,
+                Some("weighted") => {
+                    if raw.weights.len() != targets.len() {
+                        return Err(err(
+                            field("weights"),
+                            format!("give one weight per target ({} targets)", targets.len()),
+                        ));
+                    }
+                    Strategy::Weighted(raw.weights.clone())
+                }
+                Some(other) => {
+                    return Err(err(
+                        field("strategy"),
+                        format!("'{other}' is not a strategy (use ordered, weighted or latency)"),
+                    ));
+                }
+            };
+            let hedge = match raw.hedge_after.as_deref().map(str::trim) {
+                None => None,
+                Some(h) => {
+                    let after = if h == "p95" {
+                        HedgeAfter::P95
+                    } else {
+                        HedgeAfter::Fixed(duration(
+                            &field("hedge_after"),
+                            Some(&h.to_owned()),
+                            Duration::ZERO,
+                        )?)
+                    };
+                    let max_share = raw.hedge_max_share.unwrap_or(0.1);
+                    if !(0.0..=1.0).contains(&max_share) {
+                        return Err(err(
+                            field("hedge_max_share"),
+                            "a share between 0 and 1 (e.g. 0.1)",
+                        ));
+                    }
+                    if targets.len() < 2 {
+                        return Err(err(
+                            field("hedge_after"),
+                            "hedging needs at least two targets",
+                        ));
+                    }
+                    Some(HedgeConfig { after, max_share })
+                }
+            };
+            if routes.iter().any(|r| r.model == raw.model) {
+                return Err(err(
+                    field("model"),
+                    format!("'{}' has two routes", raw.model),
+                ));
+            }
+            routes.push(RouteConfig {
+                model: raw.model.clone(),
+                targets,
+                strategy,
+                hedge,
+            });
+        }
         Ok(Config {
             listen,
             stream_headers_after: duration(
@@ -493,6 +749,9 @@ impl RawConfig {
             aliases,
             cache,
             keys,
+            admission,
+            retry,
+            routes,
         })
     }
 }
@@ -580,5 +839,54 @@ mod tests {
         assert_eq!(c.keys[0].key, "gw-1");
         assert!(!format!("{c:?}").contains("gw-1"));
         assert!(!format!("{c:?}").contains("sk-up"));
+    }
+
+    #[test]
+    fn pacing_settings() {
+        let c = resolve(
+            "[upstreams.a]\nurl = \"http://x\"\nrpm = 500\ntpm = 200000\nwindow = \"2s\"\nttft_timeout = \"3s\"\n\
+             [upstreams.b]\nurl = \"http://y\"\n\
+             [admission]\nqueue_timeout = \"5s\"\nmax_queue = 10\n\
+             [retry]\nmax_attempts = 5\n\
+             [[routes]]\nmodel = \"chat\"\ntargets = [\"a/m1\", \"b/m2\"]\nstrategy = \"latency\"\nhedge_after = \"p95\"\n",
+        )
+        .unwrap();
+        let a = &c.upstreams[0];
+        assert_eq!(a.limits.requests, Some(500));
+        assert_eq!(a.limits.tokens, Some(200_000));
+        assert_eq!(a.window, Duration::from_secs(2));
+        assert_eq!(a.ttft_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.upstreams[1].window, Duration::from_secs(60));
+        assert_eq!(c.admission.queue_timeout, Duration::from_secs(5));
+        assert_eq!(c.admission.max_queue, 10);
+        assert_eq!(c.admission.backend, AdmissionBackend::Local);
+        assert_eq!(c.retry.max_attempts, 5);
+        assert_eq!(
+            c.routes[0].targets,
+            vec![(0, "m1".to_owned()), (1, "m2".to_owned())]
+        );
+        assert_eq!(c.routes[0].strategy, Strategy::Latency);
+        assert_eq!(c.routes[0].hedge.unwrap().after, HedgeAfter::P95);
+    }
+
+    #[test]
+    fn pacing_errors_name_the_field() {
+        let base = "[upstreams.a]\nurl = \"http://x\"\n";
+        let e = resolve(&format!(
+            "{base}[[routes]]\nmodel = \"m\"\ntargets = [\"z/m\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "routes[0].targets");
+        let e = resolve(&format!(
+            "{base}[[routes]]\nmodel = \"m\"\ntargets = [\"a/m\"]\nhedge_after = \"1s\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.problem.contains("two targets"), "{e}");
+        let e = resolve(&format!("{base}[admission]\nbackend = \"redis\"\n")).unwrap_err();
+        assert_eq!(e.field, "admission.redis_url");
+        let e = resolve(&format!("{base}[retry]\nmax_attempts = 0\n")).unwrap_err();
+        assert_eq!(e.field, "retry.max_attempts");
+        let e = resolve("[upstreams.a]\nurl = \"http://x\"\nwindow = \"0s\"\n").unwrap_err();
+        assert_eq!(e.field, "upstreams.a.window");
     }
 }

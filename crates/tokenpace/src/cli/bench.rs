@@ -55,9 +55,13 @@ unless --base-url or --targets is given."
     pub api_key_env: Option<String>,
 
     /// Extra request header for --base-url, as 'NAME: VALUE' (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE",
-          long_help = "An extra header sent with every request to --base-url, as 'NAME: VALUE' \
-(repeatable), e.g. -H 'cache-control: no-store' to measure a tokenpace gateway with its cache off.")]
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "NAME: VALUE",
+        long_help = "An extra header sent with every request to --base-url, as 'NAME: VALUE' \
+(repeatable), e.g. -H 'cache-control: no-store' to measure a tokenpace gateway with its cache off."
+    )]
     pub headers: Vec<String>,
 
     /// TOML file of targets (name, base_url, api, model, api_key_env, headers).

@@ -7,6 +7,7 @@
 )]
 
 mod bench;
+mod serve;
 mod sim;
 
 use std::process::{Command, Output};
