@@ -12,30 +12,31 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use client::{Api, Client, ClientOptions, Endpoint, ForwardRequest};
-use http::{HeaderMap, HeaderName, Method};
+use client::{Api, Client, ClientOptions};
+use http::{HeaderMap, HeaderName};
 use metrics::cost::{BillableTokens, PriceTable};
-use protocol::sse::SseDecoder;
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::entry::{Body, Entry, RecordedEvent};
+use crate::admission::local::LocalBackend;
+use crate::admission::queue::{Admission, Priority};
+use crate::admission::redis::RedisBackend;
+use crate::admission::{Backend, Lane, Limits};
+use crate::cache::entry::Entry;
 use crate::cache::key::{self, CacheKey};
 use crate::cache::memory::MemoryTier;
 use crate::cache::redis::RedisTier;
-use crate::cache::shape::{self, EventClass};
 use crate::cache::sqlite::SqliteTier;
 use crate::cache::tiered::{Cache, Persistent, Tier};
+use crate::config::AdmissionBackend;
 use crate::config::{CacheStore, Config};
 use crate::error::{DispatchError, ErrorKind};
-use crate::flight::{Flight, Head, Subscription};
+use crate::flight::{Flight, Subscription};
+use crate::job::{Job, Prepared};
 use crate::kind::Kind;
+use crate::pick::Picker;
 use crate::route::Routes;
 use crate::telemetry::Telemetry;
-
-/// The largest non-streamed upstream body relayed.
-const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 /// What a request allows the cache to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub struct Call {
     pub policy: CachePolicy,
     /// Request headers passed on to the upstream (`anthropic-version`, `anthropic-beta`).
     pub headers: HeaderMap,
+    /// Its class in the queue for tier capacity.
+    pub priority: Priority,
+    /// Its queue deadline (`tokenpace-queue-timeout`); the config's default otherwise.
+    pub queue_timeout: Option<Duration>,
 }
 
 /// What a request gets.
@@ -145,6 +150,12 @@ struct Inner {
     tasks: TaskTracker,
     telemetry: Arc<Telemetry>,
     prices: PriceTable,
+    admission: Admission,
+    picker: Picker,
+    /// Limits learned from upstream headers, per lane.
+    learned: Mutex<HashMap<Lane, Limits>>,
+    /// Per route: (requests, hedged requests), for the hedge share cap.
+    hedges: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 /// The dispatch engine. Cheap to clone.
@@ -160,7 +171,7 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 /// Upstream response headers worth passing to the client.
-fn passed_header(name: &HeaderName) -> bool {
+pub(crate) fn passed_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     matches!(
         n,
@@ -175,7 +186,7 @@ fn passed_header(name: &HeaderName) -> bool {
         || n.starts_with("anthropic-ratelimit-")
 }
 
-fn is_sse(headers: &HeaderMap) -> bool {
+pub(crate) fn is_sse(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -186,7 +197,7 @@ fn is_sse(headers: &HeaderMap) -> bool {
         })
 }
 
-fn now_unix_ms() -> u64 {
+pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -239,6 +250,19 @@ impl Dispatcher {
             None
         };
         let routes = Routes::new(&config);
+        let backend: Arc<dyn Backend> = match &config.admission.backend {
+            AdmissionBackend::Local => Arc::new(LocalBackend::new()),
+            AdmissionBackend::Redis { url, prefix } => match RedisBackend::new(url, prefix) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    return Err(DispatchError::new(
+                        ErrorKind::Upstream,
+                        format!("admission.redis_url: {e}"),
+                    ));
+                }
+            },
+        };
+        let admission = Admission::new(backend, config.admission.max_queue);
         Ok((
             Dispatcher {
                 inner: Arc::new(Inner {
@@ -249,6 +273,10 @@ impl Dispatcher {
                     tasks: TaskTracker::new(),
                     telemetry: Arc::new(Telemetry::new()),
                     prices: PriceTable::builtin(),
+                    admission,
+                    picker: Picker::new(),
+                    learned: Mutex::new(HashMap::new()),
+                    hedges: Mutex::new(HashMap::new()),
                     config,
                 }),
             },
@@ -330,12 +358,6 @@ impl Dispatcher {
         };
         let route = inner.routes.resolve(kind.api(), &model)?;
         let upstream = &inner.config.upstreams[route.upstream];
-        let Some(endpoint) = upstream.endpoint(kind.api()).cloned() else {
-            return Err(DispatchError::new(
-                ErrorKind::NotFound,
-                "no endpoint for this API",
-            ));
-        };
         let mut policy = call.policy;
         if inner.config.cache.deterministic_only && !key::deterministic(kind, &call.body) {
             policy = CachePolicy::OFF;
@@ -346,7 +368,13 @@ impl Dispatcher {
         } else {
             format!("tenant:{}", call.tenant)
         };
-        let key = key::cache_key(kind, &call.body, &upstream.name, &route.model, &scope)
+        // A route with several targets keys on the route: any of its targets' answers
+        // serves it.
+        let (key_upstream, key_model) = match &route.named {
+            Some(name) => (format!("route:{name}"), name.as_str()),
+            None => (upstream.name.clone(), route.model.as_str()),
+        };
+        let key = key::cache_key(kind, &call.body, &key_upstream, key_model, &scope)
             .map_err(|e| DispatchError::new(ErrorKind::InvalidRequest, e.to_string()))?;
 
         let mut lookup = Duration::ZERO;
@@ -377,7 +405,46 @@ impl Dispatcher {
         };
         let coalesce = inner.config.coalesce && !policy.bypass();
 
-        let upstream_name: Arc<str> = Arc::from(upstream.name.as_str());
+        // Targets in the order to try them (the route's strategy picks the first).
+        let names: Vec<String> = route
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", inner.config.upstreams[t.upstream].name, t.model))
+            .collect();
+        let mut jitter = crate::retry::Jitter::new(inner.tasks.len() as u64);
+        let order = inner.picker.order(&route.strategy, &names, &mut jitter);
+        let mut targets = Vec::with_capacity(order.len());
+        for i in order {
+            let t = &route.targets[i];
+            let u = &inner.config.upstreams[t.upstream];
+            let Some(endpoint) = u.endpoint(kind.api()).cloned() else {
+                continue;
+            };
+            targets.push(Prepared {
+                upstream: t.upstream,
+                name: Arc::from(u.name.as_str()),
+                model: t.model.clone(),
+                endpoint,
+                timeout: u.timeout,
+                ttft_timeout: u.ttft_timeout,
+                lane: Lane {
+                    upstream: u.name.clone(),
+                    model: t.model.clone(),
+                },
+                output_estimate: u.output_estimate,
+            });
+        }
+        let Some(first) = targets.first() else {
+            return Err(DispatchError::new(
+                ErrorKind::NotFound,
+                "no endpoint for this API",
+            ));
+        };
+        let route_name = route.named.clone().unwrap_or_else(|| names[0].clone());
+        if route.hedge.is_some() {
+            self.count_request(&route_name);
+        }
+
         let (flight, sub) = {
             let mut flights = inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             if coalesce
@@ -395,7 +462,7 @@ impl Dispatcher {
                     lookup,
                 });
             }
-            let flight = Flight::new(kind, upstream_name);
+            let flight = Flight::new(kind, first.name.clone());
             let sub = flight.subscribe(include_usage, false);
             if coalesce {
                 flights.insert(key, flight.clone());
@@ -408,44 +475,27 @@ impl Dispatcher {
                 "the call was cancelled",
             ));
         };
-
-        // The upstream body: the routed model name, and for OpenAI streams always the
-        // usage chunk (so a cached stream can answer a non-streamed request with usage,
-        // and savings are counted); it is dropped again for clients that did not ask.
-        let mut body = call.body;
-        if let Some(obj) = body.as_object_mut() {
-            if route.model != model {
-                obj.insert("model".into(), Value::String(route.model.clone()));
-            }
-            if stream && kind.api() == Api::OpenAi && !include_usage {
-                let opts = obj
-                    .entry("stream_options")
-                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
-                if let Some(o) = opts.as_object_mut() {
-                    o.insert("include_usage".into(), Value::Bool(true));
-                } else {
-                    *opts = serde_json::json!({"include_usage": true});
-                }
-            }
-        }
-        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let req = ForwardRequest {
-            method: Method::POST,
-            path: kind.path().to_owned(),
-            headers: call.headers,
-            body: bytes,
-            deadline: Instant::now() + upstream.timeout,
-        };
         let write = (policy.write && inner.cache.is_some()).then_some(key);
         let job = Job {
             dispatcher: self.clone(),
             flight,
             key: coalesce.then_some(key),
             write,
-            endpoint,
-            model: route.model,
+            kind,
+            stream,
+            body: call.body,
+            headers: call.headers,
+            targets,
+            route: route_name,
+            hedge: route.hedge,
+            tenant: call.tenant,
+            priority: call.priority,
+            queue_deadline: Instant::now()
+                + call
+                    .queue_timeout
+                    .unwrap_or(inner.config.admission.queue_timeout),
         };
-        inner.tasks.spawn(job.run(req));
+        inner.tasks.spawn(job.run());
         Ok(Answer::Live {
             sub,
             cache: status,
@@ -454,7 +504,65 @@ impl Dispatcher {
         })
     }
 
-    fn price_usd(&self, model: &str, api: Api, input: u64, output: u64) -> f64 {
+    /// The admission queue.
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
+    /// Upstream health (TTFT averages, errors).
+    pub fn picker(&self) -> &Picker {
+        &self.inner.picker
+    }
+
+    /// Limits learned from `lane`'s headers.
+    pub(crate) fn learned_limits(&self, lane: &Lane) -> Option<Limits> {
+        self.inner
+            .learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(lane)
+            .copied()
+    }
+
+    /// Records limits an upstream announced (only the ones it sent).
+    pub(crate) fn learn_limits(&self, lane: &Lane, seen: Limits) {
+        if seen.is_unlimited() {
+            return;
+        }
+        let mut all = self.inner.learned.lock().unwrap_or_else(|p| p.into_inner());
+        let e = all.entry(lane.clone()).or_default();
+        e.requests = seen.requests.or(e.requests);
+        e.tokens = seen.tokens.or(e.tokens);
+        e.input_tokens = seen.input_tokens.or(e.input_tokens);
+        e.output_tokens = seen.output_tokens.or(e.output_tokens);
+    }
+
+    fn count_request(&self, route: &str) {
+        let mut all = self.inner.hedges.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(route.to_owned()).or_default().0 += 1;
+    }
+
+    /// Whether one more hedge keeps `route` within its share.
+    pub(crate) fn hedge_budget(&self, route: &str, share: f64) -> bool {
+        let all = self.inner.hedges.lock().unwrap_or_else(|p| p.into_inner());
+        let (requests, hedged) = all.get(route).copied().unwrap_or_default();
+        (hedged + 1) as f64 <= share * requests as f64
+    }
+
+    pub(crate) fn count_hedge(&self, route: &str) {
+        let mut all = self.inner.hedges.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(route.to_owned()).or_default().1 += 1;
+    }
+
+    /// Removes `flight` from the coalescing map if it is still the one under `key`.
+    pub(crate) fn remove_flight(&self, key: &CacheKey, flight: &Arc<Flight>) {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
+        }
+    }
+
+    pub(crate) fn price_usd(&self, model: &str, api: Api, input: u64, output: u64) -> f64 {
         let Some(price) = self.inner.prices.lookup(model) else {
             return 0.0;
         };
@@ -540,253 +648,6 @@ impl Dispatcher {
                 &[("tier", "redis")],
                 s.store_errors_redis as f64,
             );
-        }
-    }
-}
-
-/// One upstream call, run in its own task.
-struct Job {
-    dispatcher: Dispatcher,
-    flight: Arc<Flight>,
-    /// The coalescing map entry to remove at the end.
-    key: Option<CacheKey>,
-    /// Where to write the response, when it may be cached.
-    write: Option<CacheKey>,
-    endpoint: Endpoint,
-    model: String,
-}
-
-impl Job {
-    async fn run(self, req: ForwardRequest) {
-        let flight = self.flight.clone();
-        let kind = flight.kind;
-        let upstream = flight.upstream.clone();
-        let telemetry = self.dispatcher.inner.telemetry.clone();
-        let client = self.dispatcher.inner.client.clone();
-        let cancelled = || DispatchError::new(ErrorKind::Unavailable, "the request was cancelled");
-        let forwarded = tokio::select! {
-            () = flight.cancel.cancelled() => Err(None),
-            r = client.forward(&self.endpoint, req) => r.map_err(Some),
-        };
-        let mut fwd = match forwarded {
-            Ok(f) => f,
-            Err(class) => {
-                let e = match class {
-                    Some(class) => {
-                        telemetry.inc(
-                            "tokenpace_upstream_requests_total",
-                            &[("upstream", &upstream), ("status", "0")],
-                        );
-                        DispatchError::upstream(&upstream, &class)
-                    }
-                    None => cancelled(),
-                };
-                flight.update(|s| {
-                    s.head = Some(Err(e.clone()));
-                    s.end = Some(Err(e));
-                });
-                self.finish();
-                return;
-            }
-        };
-        let status = fwd.status;
-        telemetry.inc(
-            "tokenpace_upstream_requests_total",
-            &[("upstream", &upstream), ("status", status.as_str())],
-        );
-        let streamed = status.is_success() && is_sse(&fwd.headers);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &fwd.headers {
-            if passed_header(name) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        let sent_at = fwd.sent_at;
-        let head = Head {
-            status,
-            headers,
-            streamed,
-            sent_at,
-            upstream_headers: fwd.headers_at.saturating_duration_since(sent_at),
-        };
-        flight.update(|s| s.head = Some(Ok(head)));
-
-        let mut ttft = None;
-        let mut complete = false;
-        // How the body ended. It is published to the subscribers only after the cache
-        // write below: a client that has read the whole response and asks again must find
-        // the entry, not a finished flight (which it would join as a coalesced miss).
-        let end: Result<(), DispatchError>;
-        let mut drain = false;
-        if streamed {
-            let mut decoder = SseDecoder::default();
-            let mut decoded = Vec::new();
-            let mut terminal = false;
-            let mut errored = false;
-            let ended: Result<(), DispatchError> = loop {
-                let chunk = tokio::select! {
-                    biased;
-                    () = flight.cancel.cancelled() => break Err(cancelled()),
-                    c = fwd.body.next() => c,
-                };
-                let at = sent_at.elapsed();
-                let data = match chunk {
-                    None => {
-                        break if terminal || errored {
-                            Ok(())
-                        } else {
-                            Err(DispatchError::new(
-                                ErrorKind::Upstream,
-                                format!(
-                                    "upstream '{upstream}' ended the stream before its terminal event"
-                                ),
-                            ))
-                        };
-                    }
-                    Some(Err(class)) => break Err(DispatchError::upstream(&upstream, &class)),
-                    Some(Ok(data)) => data,
-                };
-                if let Err(e) = decoder.push_into(&data, &mut decoded) {
-                    break Err(DispatchError::new(
-                        ErrorKind::Upstream,
-                        format!("upstream '{upstream}' sent an invalid stream: {e}"),
-                    ));
-                }
-                if decoded.is_empty() {
-                    continue;
-                }
-                ttft.get_or_insert(at);
-                flight.update(|s| {
-                    for ev in decoded.drain(..) {
-                        let bytes = ev.encode();
-                        let class = shape::classify(kind, &bytes);
-                        match class {
-                            EventClass::Terminal => terminal = true,
-                            EventClass::Error => errored = true,
-                            _ => {}
-                        }
-                        s.events.push(RecordedEvent { at, data: bytes });
-                        s.classes.push(class);
-                    }
-                });
-                if terminal {
-                    // Anything after the terminal event is not relayed; the connection
-                    // goes back to the pool when its body ends.
-                    break Ok(());
-                }
-            };
-            complete = ended.is_ok() && terminal && !errored;
-            end = ended;
-            drain = terminal;
-        } else {
-            let body = tokio::select! {
-                () = flight.cancel.cancelled() => Err(None),
-                b = fwd.body.collect(MAX_UPSTREAM_BODY) => b.map_err(Some),
-            };
-            ttft = Some(sent_at.elapsed());
-            end = match body {
-                Ok(bytes) => {
-                    complete = status.is_success()
-                        && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
-                    flight.lock().chunks.push(bytes);
-                    Ok(())
-                }
-                Err(class) => Err(match class {
-                    Some(c) => DispatchError::upstream(&upstream, &c),
-                    None => cancelled(),
-                }),
-            };
-        }
-        let e2e = sent_at.elapsed();
-        if let Some(t) = ttft {
-            telemetry.observe(
-                "tokenpace_upstream_ttft_seconds",
-                &[("upstream", &upstream)],
-                t,
-            );
-        }
-        telemetry.observe(
-            "tokenpace_upstream_e2e_seconds",
-            &[("upstream", &upstream)],
-            e2e,
-        );
-
-        if complete {
-            let (body, followers) = {
-                let s = flight.lock();
-                let body = if streamed {
-                    Body::Sse(s.events.clone())
-                } else {
-                    Body::Json(crate::flight::concat(&s.chunks))
-                };
-                (body, s.followers)
-            };
-            let (input, output) = match &body {
-                Body::Sse(events) => shape::usage(kind, events),
-                Body::Json(json) => shape::usage_json(kind, json),
-            };
-            let api = kind.api();
-            telemetry.add(
-                "tokenpace_tokens_total",
-                &[("direction", "input"), ("source", "upstream")],
-                input as f64,
-            );
-            telemetry.add(
-                "tokenpace_tokens_total",
-                &[("direction", "output"), ("source", "upstream")],
-                output as f64,
-            );
-            let usd = self.dispatcher.price_usd(&self.model, api, input, output);
-            telemetry.add("tokenpace_cost_usd_total", &[("upstream", &upstream)], usd);
-            if followers > 0 {
-                telemetry.add(
-                    "tokenpace_saved_tokens_total",
-                    &[],
-                    ((input + output) * followers) as f64,
-                );
-                telemetry.add("tokenpace_saved_usd_total", &[], usd * followers as f64);
-            }
-            if let (Some(key), Some(cache)) = (self.write, &self.dispatcher.inner.cache) {
-                let entry = Entry {
-                    kind,
-                    created_unix_ms: now_unix_ms(),
-                    upstream: upstream.to_string(),
-                    model: self.model.clone(),
-                    input_tokens: input,
-                    output_tokens: output,
-                    ttft: if streamed { ttft } else { None },
-                    e2e,
-                    body,
-                };
-                cache.put(key, Arc::new(entry));
-            }
-        }
-        flight.update(|s| s.end = Some(end));
-        self.finish();
-        if drain {
-            // Drain so the connection can be reused (bounded); nobody waits for this.
-            let _ = tokio::time::timeout(Duration::from_millis(250), async {
-                while let Some(Ok(_)) = fwd.body.next().await {}
-            })
-            .await;
-        }
-    }
-
-    /// Removes the flight from the coalescing map (if it is still the one there).
-    fn finish(&self) {
-        if let Some(key) = &self.key {
-            let mut flights = self
-                .dispatcher
-                .inner
-                .flights
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if flights
-                .get(key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-            {
-                flights.remove(key);
-            }
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct DispatchError {
     pub param: Option<String>,
     /// A machine-readable code (OpenAI's `code`), e.g. `model_not_found`.
     pub code: Option<&'static str>,
+    /// When a retry could succeed (`retry-after`), for rate-limit rejections.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl DispatchError {
@@ -53,7 +55,14 @@ impl DispatchError {
             message: message.into(),
             param: None,
             code: None,
+            retry_after: None,
         }
+    }
+
+    /// Sets `retry_after`.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     /// A 400 about `param`.
@@ -63,6 +72,7 @@ impl DispatchError {
             message: message.into(),
             param: Some(param.into()),
             code: None,
+            retry_after: None,
         }
     }
 

@@ -40,6 +40,10 @@ pub struct Head {
     pub sent_at: Instant,
     /// Time from sending to the upstream's headers.
     pub upstream_headers: Duration,
+    /// The upstream that answered (after retries, fallbacks or a hedge).
+    pub upstream: Arc<str>,
+    /// Time the call waited for tier capacity, all attempts together.
+    pub queued: Duration,
 }
 
 /// What the filling task has recorded.
@@ -65,7 +69,8 @@ pub struct Flight {
     version: watch::Sender<u64>,
     pub(crate) cancel: CancellationToken,
     pub(crate) kind: Kind,
-    pub(crate) upstream: Arc<str>,
+    /// The upstream being tried (the one that answered, once there is a head).
+    upstream: Mutex<Arc<str>>,
 }
 
 impl Flight {
@@ -75,8 +80,21 @@ impl Flight {
             version: watch::channel(0).0,
             cancel: CancellationToken::new(),
             kind,
-            upstream,
+            upstream: Mutex::new(upstream),
         })
+    }
+
+    /// Records the upstream now being tried.
+    pub(crate) fn set_upstream(&self, upstream: Arc<str>) {
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+    }
+
+    /// The upstream being tried.
+    pub(crate) fn upstream(&self) -> Arc<str> {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -140,8 +158,8 @@ impl Drop for Subscription {
 
 impl Subscription {
     /// The upstream that serves this call.
-    pub fn upstream(&self) -> &str {
-        &self.flight.upstream
+    pub fn upstream(&self) -> Arc<str> {
+        self.flight.upstream()
     }
 
     /// Waits for something new from the filling task.

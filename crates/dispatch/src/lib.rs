@@ -9,6 +9,7 @@
 //! - [`cache`]: the exact response cache (key, entries, shapes, tiers);
 //! - [`flight`]: one upstream call and its subscribers (coalescing);
 //! - [`dispatcher`]: a request from parsed body to answer, and the tasks that call upstreams;
+//! - `job`: one upstream call: admission, retries, fallbacks, hedging, relay, settlement;
 //! - [`error`]: the one error type, rendered as OpenAI or Anthropic JSON;
 //! - [`telemetry`]: counters and histograms for `/metrics`;
 //!
@@ -21,6 +22,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod flight;
+mod job;
 pub mod kind;
 pub mod pick;
 pub mod retry;

@@ -66,6 +66,16 @@ pub(crate) fn error_response(api: client::Api, e: &DispatchError) -> Response {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(after) = e.retry_after {
+        // Whole seconds, rounded up (the standard header), and the exact figure in ms.
+        let secs = after.as_millis().div_ceil(1000).max(1) as u64;
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        r.headers_mut().insert(
+            "retry-after-ms",
+            HeaderValue::from(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
+        );
+    }
     if e.kind == ErrorKind::Authentication && api == client::Api::OpenAi {
         r.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -127,6 +137,7 @@ async fn run(
     stages.push("auth", received.elapsed());
     log.tenant = tenant.clone();
     let (policy, replay) = directives::parse(&parts.headers)?;
+    let pacing = directives::pacing(&parts.headers)?;
     let limit = state.dispatcher.config().max_request_bytes;
     let too_large = || {
         DispatchError::new(
@@ -175,6 +186,8 @@ async fn run(
             body: json,
             policy,
             headers,
+            priority: pacing.priority,
+            queue_timeout: pacing.queue_timeout,
         })
         .await?;
     match answer {
@@ -203,7 +216,7 @@ async fn run(
                 stages.push("cache", lookup);
             }
             log.cache = cache;
-            log.upstream = sub.upstream().to_owned();
+            log.upstream = sub.upstream().to_string();
             log.coalesced = sub.coalesced;
             live(state, kind, sub, cache, stream, stages, log).await
         }
@@ -324,7 +337,6 @@ async fn live(
 ) -> Result<Response, DispatchError> {
     let _ = kind;
     let waited = Instant::now();
-    let upstream = sub.upstream().to_owned();
     let head = if stream {
         match tokio::time::timeout(state.dispatcher.config().stream_headers_after, sub.head()).await
         {
@@ -341,11 +353,17 @@ async fn live(
         // A very slow upstream: commit to a stream now and keep the client's connection
         // alive with comments until the upstream answers.
         stages.push("upstream", wait);
+        let upstream = sub.upstream();
         let mut r = Response::new(Body::from_stream(slow_stream(sub)));
         sse_headers(r.headers_mut());
         our_headers(r.headers_mut(), cache, &upstream, &stages);
         return Ok(r);
     };
+    let upstream = head.upstream.clone();
+    log.upstream = upstream.to_string();
+    if head.queued > Duration::ZERO {
+        stages.push("queue", head.queued);
+    }
     let name = if sub.coalesced {
         "coalesced"
     } else {

@@ -12,9 +12,13 @@
 //! | `tokenpace-cache: write-only` | write, never read |
 //! | `tokenpace-replay: paced` | a streamed hit replays at the recorded pacing |
 //! | `tokenpace-replay: instant` | a streamed hit is sent at once (the default) |
+//! | `tokenpace-priority: interactive` | queued for tier capacity ahead of batch work (the default) |
+//! | `tokenpace-priority: batch` | queued behind interactive work |
+//! | `tokenpace-queue-timeout: 30s` | longest wait for tier capacity before a 429 |
 
 use std::time::Duration;
 
+use dispatch::admission::queue::Priority;
 use dispatch::{CachePolicy, DispatchError};
 use http::HeaderMap;
 
@@ -25,6 +29,59 @@ pub enum Replay {
     Instant,
     /// At the recorded arrival offsets.
     Paced,
+}
+
+/// How a request wants to wait for tier capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Its priority class.
+    pub priority: Priority,
+    /// Its queue deadline, when it set one.
+    pub queue_timeout: Option<Duration>,
+}
+
+/// The priority and queue deadline a request asks for.
+pub fn pacing(headers: &HeaderMap) -> Result<Pacing, DispatchError> {
+    let priority = match headers.get("tokenpace-priority").map(|v| v.to_str()) {
+        None => Priority::Interactive,
+        Some(Ok(v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "interactive" => Priority::Interactive,
+            "batch" => Priority::Batch,
+            other => {
+                return Err(DispatchError::invalid(
+                    "tokenpace-priority",
+                    format!(
+                        "header tokenpace-priority: '{other}' is not a class (use interactive or batch)"
+                    ),
+                ));
+            }
+        },
+        Some(Err(_)) => {
+            return Err(DispatchError::invalid(
+                "tokenpace-priority",
+                "header tokenpace-priority must be interactive or batch",
+            ));
+        }
+    };
+    let queue_timeout = match headers.get("tokenpace-queue-timeout").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(protocol::ratelimit::parse_go_duration(v.trim()).map_err(|e| {
+            DispatchError::invalid(
+                "tokenpace-queue-timeout",
+                format!("header tokenpace-queue-timeout: '{v}' is not a duration ({e}); write it like 30s or 500ms"),
+            )
+        })?),
+        Some(Err(_)) => {
+            return Err(DispatchError::invalid(
+                "tokenpace-queue-timeout",
+                "header tokenpace-queue-timeout must be a duration like 30s",
+            ));
+        }
+    };
+    Ok(Pacing {
+        priority,
+        queue_timeout,
+    })
 }
 
 /// The cache policy and replay mode a request asks for.
@@ -139,5 +196,26 @@ mod tests {
         assert!(e.message.contains("read-only"), "{e}");
         assert!(parse(&h(&[("cache-control", "max-age=soon")])).is_err());
         assert!(parse(&h(&[("tokenpace-replay", "slow")])).is_err());
+    }
+
+    #[test]
+    fn pacing_headers() {
+        let p = pacing(&h(&[])).unwrap();
+        assert_eq!(p.priority, Priority::Interactive);
+        assert_eq!(p.queue_timeout, None);
+        let p = pacing(&h(&[
+            ("tokenpace-priority", "batch"),
+            ("tokenpace-queue-timeout", "1m30s"),
+        ]))
+        .unwrap();
+        assert_eq!(p.priority, Priority::Batch);
+        assert_eq!(p.queue_timeout, Some(Duration::from_secs(90)));
+        assert!(
+            pacing(&h(&[("tokenpace-priority", "urgent")]))
+                .unwrap_err()
+                .message
+                .contains("interactive")
+        );
+        assert!(pacing(&h(&[("tokenpace-queue-timeout", "soon")])).is_err());
     }
 }

@@ -136,7 +136,7 @@ fn grouped(n: u128) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -148,7 +148,7 @@ fn grouped(n: u128) -> String {
 fn span(window: Duration) -> String {
     if window.subsec_nanos() == 0 {
         format!("{}s", window.as_secs())
-    } else if window.subsec_nanos() % 1_000_000 == 0 {
+    } else if window.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", window.as_millis())
     } else {
         format!("{window:?}")

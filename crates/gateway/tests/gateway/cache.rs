@@ -382,7 +382,7 @@ async fn read_only_never_writes_and_write_only_never_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_error_passes_through_and_is_not_cached() {
     let sim = sim().await;
-    let gw = memory_gateway(&sim).await;
+    let gw = memory_gateway_no_retries(&sim).await;
     let c = client();
     let model = "sim:tokens=4,fail_first=1,fail_status=500";
     let body = chat(model, false);
@@ -432,7 +432,7 @@ async fn upstream_error_passes_through_and_is_not_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_stream_ends_with_an_error_event_and_is_not_cached() {
     let sim = sim().await;
-    let gw = memory_gateway(&sim).await;
+    let gw = memory_gateway_no_retries(&sim).await;
     let c = client();
     let model = "sim:tokens=10,truncate_after=3";
     let body = chat(model, true);

@@ -183,7 +183,7 @@ async fn when_every_client_leaves_the_upstream_call_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_failure_reaches_every_waiter_once() {
     let sim = sim().await;
-    let gw = memory_gateway(&sim).await;
+    let gw = memory_gateway_no_retries(&sim).await;
     // The failure comes after 400 ms of network delay, so all requests are in flight.
     let model = "sim:net=400ms,tokens=3,fail_first=1,fail_status=500";
     let c = client();

@@ -12,7 +12,7 @@ async fn unreachable_upstream_is_502_upstream_unreachable() {
     let port = closed_port();
     let gw = gateway(config(&format!(
         "[upstreams.down]\nurl = \"http://127.0.0.1:{port}\"\nconnect_timeout = \"2s\"\n\n\
-         [cache]\nstore = \"memory\"\n"
+         [cache]\nstore = \"memory\"\n\n[retry]\nmax_attempts = 1\n"
     )))
     .await;
     let c = client();
@@ -103,7 +103,7 @@ async fn slow_upstream_failing_after_the_commit_ends_with_an_error_event() {
     let gw = gateway(config(&sim_toml(
         &sim,
         "stream_headers_after = \"100ms\"",
-        "[cache]\nstore = \"memory\"\n",
+        "[cache]\nstore = \"memory\"\n\n[retry]\nmax_attempts = 1\n",
     )))
     .await;
     let c = client();

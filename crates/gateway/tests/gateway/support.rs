@@ -79,6 +79,17 @@ pub async fn memory_gateway(sim: &RunningSim) -> RunningGateway {
     gateway(config(&sim_toml(sim, "", "[cache]\nstore = \"memory\"\n"))).await
 }
 
+/// Like [`memory_gateway`], without retries: for tests of what a single upstream
+/// failure looks like to the client (retries are tested on their own).
+pub async fn memory_gateway_no_retries(sim: &RunningSim) -> RunningGateway {
+    gateway(config(&sim_toml(
+        sim,
+        "",
+        "[cache]\nstore = \"memory\"\n\n[retry]\nmax_attempts = 1\n",
+    )))
+    .await
+}
+
 /// A client with a generous timeout (no test may hang).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
