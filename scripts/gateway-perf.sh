@@ -5,6 +5,7 @@
 #
 #   scripts/gateway-perf.sh
 #   DURATION=10s scripts/gateway-perf.sh
+#   THREADS=1 scripts/gateway-perf.sh     # the gateway on one thread
 #
 # 1. Added latency at concurrency 1, cache off (cache-control: no-store): end-to-end p50/p99
 #    non-streamed; TTFT p50/p99 and the per-chunk gap (ICL p50) streamed.
@@ -59,7 +60,8 @@ failed() {
 
 start sim sim --listen 127.0.0.1:0
 SIM=$URL
-start gw serve --upstream "sim=$SIM" --listen 127.0.0.1:0 --cache memory
+THREADS=${THREADS:-}
+start gw serve --upstream "sim=$SIM" --listen 127.0.0.1:0 --cache memory ${THREADS:+--threads "$THREADS"}
 GW=$URL; GW_PID=$PID
 sleep 0.5
 IDLE=$(rss_kib "$GW_PID")

@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub max_request_bytes: Option<SizeValue>,
     /// Identical in-flight requests share one upstream call (default true).
     pub coalesce: Option<bool>,
+    /// Worker threads (default: the number of CPUs; 1 runs everything on one thread,
+    /// which has the lowest latency on a small machine).
+    pub threads: Option<usize>,
     /// Upstreams by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,

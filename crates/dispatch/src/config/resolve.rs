@@ -218,6 +218,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Coalesce identical in-flight requests.
     pub coalesce: bool,
+    /// Worker threads of the server's runtime.
+    pub threads: usize,
     /// Upstreams, by name order.
     pub upstreams: Vec<UpstreamConfig>,
     /// Alias -> (explicit upstream, model).
@@ -745,6 +747,11 @@ impl RawConfig {
             )?,
             max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
             coalesce: self.coalesce.unwrap_or(true),
+            threads: match self.threads {
+                Some(0) => return Err(err("threads", "at least 1")),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            },
             upstreams,
             aliases,
             cache,

@@ -45,6 +45,10 @@ ANTHROPIC_API_KEY or GROQ_API_KEY for those providers' hosts; set api_key_env in
     #[arg(long, value_name = "FILE")]
     pub cache_path: Option<PathBuf>,
 
+    /// Worker threads (default: the number of CPUs; 1 = one thread, lowest latency).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
     /// The Redis URL for --cache redis.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,

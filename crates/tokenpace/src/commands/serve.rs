@@ -39,6 +39,9 @@ fn raw_config(args: &ServeArgs) -> anyhow::Result<RawConfig> {
     if let Some(listen) = &args.listen {
         raw.listen = Some(listen.clone());
     }
+    if let Some(n) = args.threads {
+        raw.threads = Some(n);
+    }
     if args.allow_unauthenticated {
         raw.allow_unauthenticated = Some(true);
     }
@@ -69,10 +72,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let config = raw
         .resolve(&|var| std::env::var(var).ok())
         .map_err(|e| anyhow::anyhow!("invalid gateway configuration: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // One thread: every task wake stays on that thread (no cross-thread unparking), which
+    // is what the gateway's added latency is made of on a small machine.
+    let runtime = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listen = config.listen;
         let listener = tokio::net::TcpListener::bind(listen)
