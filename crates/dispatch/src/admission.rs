@@ -46,7 +46,8 @@ impl Limits {
 /// What one request costs against the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Charge {
-    /// Requests (1 for a request; 0 when settling tokens only).
+    /// Requests: 1 for a request. Settling replaces the whole charge, so a request that
+    /// was sent is settled with 1 (0 would give its slot back).
     pub requests: u64,
     /// Input tokens.
     pub input: u64,

@@ -50,6 +50,10 @@ pub struct Head {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) head: Option<Result<Head, DispatchError>>,
+    /// A stream's head as soon as an upstream answered 2xx, before its first event: a
+    /// streamed client gets its status and headers then, while the call may still retry
+    /// or fall back (the stream is committed only at its first event).
+    pub(crate) early: Option<Head>,
     /// Streamed bodies: the events, and their classes.
     pub(crate) events: Vec<RecordedEvent>,
     pub(crate) classes: Vec<EventClass>,
@@ -172,12 +176,31 @@ impl Subscription {
         })
     }
 
-    /// Waits for the upstream's head (or the failure that prevented one).
+    /// Waits for the upstream's final head (or the failure that prevented one).
     pub async fn head(&mut self) -> Result<Head, DispatchError> {
         loop {
             self.rx.borrow_and_update();
             if let Some(head) = &self.flight.lock().head {
                 return head.clone();
+            }
+            self.changed().await?;
+        }
+    }
+
+    /// For a streamed client: the head as soon as an upstream answered 2xx with a stream
+    /// (before its first event), else the final head. A failure after this head went out
+    /// reaches the client as an error event.
+    pub async fn stream_head(&mut self) -> Result<Head, DispatchError> {
+        loop {
+            self.rx.borrow_and_update();
+            {
+                let state = self.flight.lock();
+                if let Some(head) = &state.head {
+                    return head.clone();
+                }
+                if let Some(early) = &state.early {
+                    return Ok(early.clone());
+                }
             }
             self.changed().await?;
         }
@@ -229,6 +252,30 @@ impl Subscription {
             self.rx.borrow_and_update();
             {
                 let state = self.flight.lock();
+                if let Some(Ok(h)) = &state.head
+                    && !h.status.is_success()
+                    && state.end.is_some()
+                {
+                    // The client already has a 200 (an early head) but every attempt
+                    // failed: the upstream's error becomes an error event.
+                    let body = concat(&state.chunks);
+                    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| {
+                            v.pointer("/error/message")
+                                .and_then(serde_json::Value::as_str)
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_default();
+                    self.finished = true;
+                    return Some(
+                        DispatchError::new(
+                            ErrorKind::Upstream,
+                            format!("upstream '{}' answered {}: {detail}", h.upstream, h.status),
+                        )
+                        .sse_event(api),
+                    );
+                }
                 let streamed = matches!(&state.head, Some(Ok(h)) if h.streamed);
                 if streamed && self.next_event < state.events.len() {
                     // Everything that arrived since the last call goes out as one chunk:

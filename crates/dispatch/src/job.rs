@@ -168,6 +168,62 @@ fn record(
     (terminal, errored)
 }
 
+/// Whether `ev` commits a stream to its upstream: it carries output (a token, a tool call,
+/// a finish) or ends or breaks the stream. Preamble events — OpenAI's role-only first chunk,
+/// Anthropic's `message_start`, `content_block_start` and `ping` — arrive before the first
+/// token on real providers, so committing on them would make a slow first token impossible
+/// to fail over from.
+fn commits(kind: Kind, ev: &SseEvent) -> bool {
+    let data = ev.data.trim();
+    if data == "[DONE]" {
+        return true;
+    }
+    if kind == Kind::Messages {
+        return !matches!(
+            ev.event.as_deref(),
+            Some("message_start" | "content_block_start" | "ping")
+        );
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return true;
+    };
+    if v.get("error").is_some_and(|e| !e.is_null()) {
+        return true;
+    }
+    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+        return true;
+    };
+    if choices.is_empty() {
+        return true; // the usage chunk
+    }
+    let non_empty = |x: Option<&Value>| match x {
+        Some(Value::String(t)) => !t.is_empty(),
+        Some(Value::Null) | None => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    choices.iter().any(|c| {
+        non_empty(c.get("finish_reason"))
+            || non_empty(c.get("text"))
+            || c.get("delta").is_some_and(|d| {
+                non_empty(d.get("content"))
+                    || non_empty(d.get("reasoning_content"))
+                    || non_empty(d.get("reasoning"))
+                    || non_empty(d.get("refusal"))
+                    || non_empty(d.get("tool_calls"))
+                    || non_empty(d.get("function_call"))
+            })
+    })
+}
+
+/// A margin added to the provider's window: a request admitted the instant an old one
+/// leaves the gateway's window can still reach the provider a little sooner after that
+/// old one than it left the gateway (network jitter), and land inside the provider's
+/// window. 2% of the window, at most 250 ms: under 0.5% of a minute's capacity.
+fn window_guard(window: Duration) -> Duration {
+    (window / 50).min(Duration::from_millis(250))
+}
+
 fn cancelled() -> DispatchError {
     DispatchError::new(ErrorKind::Unavailable, "the request was cancelled")
 }
@@ -333,7 +389,7 @@ impl Job {
             limits.input_tokens = limits.input_tokens.or(learned.input_tokens);
             limits.output_tokens = limits.output_tokens.or(learned.output_tokens);
         }
-        (limits, u.window)
+        (limits, u.window + window_guard(u.window))
     }
 
     /// Admission, then one attempt up to its commit point.
@@ -548,8 +604,29 @@ impl Job {
             deadline: Instant::now() + t.timeout,
         };
         let client = self.dispatcher.client();
+        let started = Instant::now();
+        // For a stream, the TTFT timeout also bounds the wait for the response head.
+        let head_deadline = t
+            .ttft_timeout
+            .filter(|_| self.stream)
+            .map_or(req.deadline, |d| req.deadline.min(started + d));
+        let ttft_expired = || Failure::Transport {
+            retryable: true,
+            error: DispatchError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "upstream '{}' sent no first token within its ttft_timeout of {:?}",
+                    t.name,
+                    t.ttft_timeout.unwrap_or_default()
+                ),
+            )
+            .with_code("upstream_timeout"),
+        };
         let forwarded = tokio::select! {
             () = self.flight.cancel.cancelled() => return Err(Failure::Cancelled),
+            () = tokio::time::sleep_until(head_deadline.into()), if head_deadline < req.deadline => {
+                return Err(ttft_expired());
+            }
             r = client.forward(&t.endpoint, req) => r,
         };
         let mut fwd = match forwarded {
@@ -617,10 +694,21 @@ impl Job {
                 }),
             };
         }
-        // A stream: read up to its first event, within the TTFT timeout if one is set.
+        // A stream: its status and headers can go to streamed clients now; the call is
+        // committed to this upstream only at its first event.
+        // Only with a single target: a fallback would answer from another upstream than
+        // the early head's `x-tokenpace-upstream` says (retries reuse the same upstream).
+        if self.targets.len() == 1 {
+            self.flight.update(|s| {
+                if s.early.is_none() {
+                    s.early = Some(head.clone());
+                }
+            });
+        }
+        // Read up to the first event, within the TTFT timeout if one is set.
         let mut decoder = SseDecoder::default();
         let mut first = Vec::new();
-        let ttft_deadline = t.ttft_timeout.map(|d| sent_at + d);
+        let ttft_deadline = t.ttft_timeout.map(|d| started + d);
         let sleep = tokio::time::sleep_until(
             ttft_deadline
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
@@ -632,20 +720,7 @@ impl Job {
             let chunk = tokio::select! {
                 biased;
                 () = self.flight.cancel.cancelled() => return Err(Failure::Cancelled),
-                () = &mut sleep => {
-                    return Err(Failure::Transport {
-                        retryable: true,
-                        error: DispatchError::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "upstream '{}' sent no first token within its ttft_timeout of {:?}",
-                                t.name,
-                                t.ttft_timeout.unwrap_or_default()
-                            ),
-                        )
-                        .with_code("upstream_timeout"),
-                    });
-                }
+                () = &mut sleep => return Err(ttft_expired()),
                 c = body.next() => c,
             };
             match chunk {
@@ -679,7 +754,7 @@ impl Job {
                             ),
                         });
                     }
-                    if !first.is_empty() {
+                    if first.iter().any(|ev| commits(self.kind, ev)) {
                         let first_at = sent_at.elapsed();
                         return Ok((
                             Ready::Stream {
@@ -721,6 +796,13 @@ impl Job {
                 },
             );
         }
+        // Limits just learned apply at once: the calibration below then records what the
+        // upstream already counted (requests sent before the limits were known).
+        let (limits, window) = if limits.is_unlimited() {
+            self.limits(t)
+        } else {
+            (limits, window)
+        };
         if limits.is_unlimited() {
             return;
         }
@@ -923,5 +1005,75 @@ impl Job {
         if let Some(key) = &self.key {
             self.dispatcher.remove_flight(key, &self.flight);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent {
+            event: event.map(str::to_owned),
+            data: data.to_owned(),
+            id: None,
+            retry: None,
+        }
+    }
+
+    #[test]
+    fn only_output_commits_a_stream() {
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        let token = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+        let finish = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        assert!(!commits(Kind::Chat, &ev(None, role)));
+        assert!(commits(Kind::Chat, &ev(None, token)));
+        assert!(commits(Kind::Chat, &ev(None, finish)));
+        assert!(commits(Kind::Chat, &ev(None, "[DONE]")));
+        assert!(commits(
+            Kind::Chat,
+            &ev(None, r#"{"error":{"message":"x"}}"#)
+        ));
+        assert!(!commits(
+            Kind::Completions,
+            &ev(None, r#"{"choices":[{"text":"","finish_reason":null}]}"#)
+        ));
+        assert!(commits(
+            Kind::Completions,
+            &ev(None, r#"{"choices":[{"text":" a","finish_reason":null}]}"#)
+        ));
+        assert!(!commits(Kind::Messages, &ev(Some("message_start"), "{}")));
+        assert!(!commits(Kind::Messages, &ev(Some("ping"), "{}")));
+        assert!(commits(
+            Kind::Messages,
+            &ev(Some("content_block_delta"), "{}")
+        ));
+        assert!(commits(Kind::Messages, &ev(Some("error"), "{}")));
+    }
+
+    #[test]
+    fn reserves_and_guards() {
+        let body = serde_json::json!({"max_tokens": 100, "n": 2});
+        assert_eq!(output_reserve(Kind::Chat, &body, 1024), 200);
+        assert_eq!(
+            output_reserve(Kind::Chat, &serde_json::json!({}), 1024),
+            1024
+        );
+        assert_eq!(
+            output_reserve(
+                Kind::Chat,
+                &serde_json::json!({"max_completion_tokens": 7}),
+                1024
+            ),
+            7
+        );
+        assert_eq!(
+            window_guard(Duration::from_secs(2)),
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            window_guard(Duration::from_secs(60)),
+            Duration::from_millis(250)
+        );
     }
 }

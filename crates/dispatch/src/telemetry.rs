@@ -114,6 +114,41 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
         MetricType::Gauge,
         "Requests being answered now.",
     ),
+    (
+        "tokenpace_queue_wait_seconds",
+        MetricType::Histogram,
+        "Time requests waited for tier capacity before being sent, by upstream.",
+    ),
+    (
+        "tokenpace_queue_depth",
+        MetricType::Gauge,
+        "Requests waiting for tier capacity now.",
+    ),
+    (
+        "tokenpace_admission_total",
+        MetricType::Counter,
+        "Admission decisions, by upstream and result (admitted, queued, rejected).",
+    ),
+    (
+        "tokenpace_upstream_pauses_total",
+        MetricType::Counter,
+        "Times an upstream's 429 paused its lane for its retry-after, by upstream.",
+    ),
+    (
+        "tokenpace_retries_total",
+        MetricType::Counter,
+        "Attempts after the first, by upstream of the failed attempt and reason.",
+    ),
+    (
+        "tokenpace_fallbacks_total",
+        MetricType::Counter,
+        "Attempts sent to another target than the previous one, by route.",
+    ),
+    (
+        "tokenpace_hedges_total",
+        MetricType::Counter,
+        "Hedged requests, by route and result (sent, won).",
+    ),
 ];
 
 /// Histogram bucket bounds, in seconds: 50 µs to 60 s.

@@ -338,7 +338,11 @@ async fn live(
     let _ = kind;
     let waited = Instant::now();
     let head = if stream {
-        match tokio::time::timeout(state.dispatcher.config().stream_headers_after, sub.head()).await
+        match tokio::time::timeout(
+            state.dispatcher.config().stream_headers_after,
+            sub.stream_head(),
+        )
+        .await
         {
             Ok(head) => Some(head?),
             Err(_) => None,
@@ -429,7 +433,7 @@ fn slow_stream(sub: Subscription) -> impl futures_util::Stream<Item = Result<Byt
                 .map(|b| (Ok(b), Slow::Streaming(sub))),
             Slow::Waiting(mut sub) => {
                 let api = sub.api();
-                match tokio::time::timeout(KEEP_ALIVE_EVERY, sub.head()).await {
+                match tokio::time::timeout(KEEP_ALIVE_EVERY, sub.stream_head()).await {
                     Err(_) => Some((
                         Ok(protocol::sse::encode_comment("keep-alive")),
                         Slow::Waiting(sub),

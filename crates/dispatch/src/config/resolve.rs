@@ -339,10 +339,13 @@ impl RawConfig {
         let mut routed: HashMap<&str, &str> = HashMap::new();
         for (name, raw) in &self.upstreams {
             let field = |f: &str| format!("upstreams.{name}.{f}");
-            if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+            if name.is_empty()
+                || name.contains(['/', ':', '{', '}'])
+                || name.contains(char::is_whitespace)
+            {
                 return Err(err(
                     format!("upstreams.{name}"),
-                    "an upstream name must be non-empty, without '/' or spaces",
+                    "an upstream name must be non-empty, without '/', ':', braces or spaces",
                 ));
             }
             let probe = Target::new(name.as_str(), raw.url.as_str(), Api::OpenAi)

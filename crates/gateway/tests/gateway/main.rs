@@ -8,6 +8,7 @@
 mod cache;
 mod coalesce;
 mod faults;
+mod pacing;
 mod routes;
 mod secrets;
 mod shutdown;

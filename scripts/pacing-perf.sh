@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Pacing of `tokenpace serve`, printed as figures (not a test). One load tool
+# (`tokenpace bench`) drives the gateway in front of the simulator, on loopback.
+#
+#   scripts/pacing-perf.sh
+#   NO_BUILD=1 scripts/pacing-perf.sh          # reuse target/release/tokenpace
+#   WINDOW_S=10 TPM=60000 scripts/pacing-perf.sh
+#
+# 1. Tier utilisation: the simulator enforces TPM tokens per WINDOW_S-second window
+#    (`tokenpace sim --window --tpm`), the gateway is told the same `tpm` and `window` for
+#    that upstream, and bench drives it far above the tier (concurrency 64, sim:tokens=50,
+#    --max-tokens 50, cache off). The run lasts WINDOWS - 0.5 windows, so exactly WINDOWS
+#    window starts fall inside it (a sliding window admits a tier's worth at each). Printed:
+#    tokens the simulator accepted per window as a % of the tier (goal >= 95%), and the 429s
+#    it sent (goal 0), both from the simulator's /stats.
+# 2. Latency added by admission under the limit: concurrency 1, the same gateway with a
+#    generous limit configured vs without limits, end-to-end p50/p99 side by side.
+#
+# Everything shares this machine's cores (simulator, gateway, load generator).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WINDOW_S=${WINDOW_S:-5}
+WINDOWS=${WINDOWS:-4}
+TPM=${TPM:-30000}
+DURATION=${DURATION:-5s}
+if [[ -z ${NO_BUILD:-} ]]; then cargo build --release -p tokenpace >/dev/null 2>&1 || cargo build --release -p tokenpace; fi
+BIN=${CARGO_TARGET_DIR:-target}/release/tokenpace
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+# start NAME ARGS...: runs `tokenpace ARGS`, waits for its address; sets URL and PID.
+start() {
+    local name=$1; shift
+    "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 200); do
+        if [[ -s $TMP/$name.out ]]; then break; fi
+        sleep 0.05
+    done
+    URL=$(head -n 1 "$TMP/$name.out" | sed 's/^listening on //')
+    if [[ -z $URL ]]; then echo "$name did not start:"; cat "$TMP/$name.err"; exit 1; fi
+}
+
+# bench OUT.json ARGS...: one quiet bench run.
+bench() {
+    local out=$1; shift
+    "$BIN" bench --quiet --json "$out" "$@" >/dev/null || true
+}
+
+lat() { # lat FILE METRIC PCT
+    python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['series'][0]; print('%.3f' % s['latency_ms'][sys.argv[2]][sys.argv[3]])" "$1" "$2" "$3"
+}
+requests() { # requests FILE: "succeeded failed incomplete"
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['series'][0]['requests']; print(r['succeeded'], r['failed'], r['incomplete'])" "$1"
+}
+# sim_counts URL: "TOKENS 200s 429s" (input + output tokens the simulator accepted).
+sim_counts() {
+    python3 -c "
+import json, sys, urllib.request
+s = json.load(urllib.request.urlopen(sys.argv[1] + '/stats'))
+by = s['responses_by_status']
+print(s['input_tokens_total'] + s['output_tokens_total'], by.get('200', 0), by.get('429', 0))" "$1"
+}
+# gw_metric URL NAME: the sum of every series of a counter on the gateway's /metrics.
+gw_metric() {
+    python3 -c "
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1] + '/metrics').read().decode()
+total = 0.0
+for line in text.splitlines():
+    if line.startswith('#'):
+        continue
+    series, _, value = line.rpartition(' ')
+    if series == sys.argv[2] or series.startswith(sys.argv[2] + '{'):
+        total += float(value)
+print('%g' % total)" "$1" "$2"
+}
+NOSTORE=(-H 'cache-control: no-store')
+
+echo "== 1. tier utilisation (tier: $TPM tokens per ${WINDOW_S}s; $WINDOWS windows; concurrency 64; sim:tokens=50, max_tokens 50)"
+start simt sim --listen 127.0.0.1:0 --window "${WINDOW_S}s" --tpm "$TPM"
+SIMT=$URL
+cat >"$TMP/paced.toml" <<TOML
+[upstreams.sim]
+url = "$SIMT"
+tpm = $TPM
+window = "${WINDOW_S}s"
+[cache]
+store = "memory"
+TOML
+start gwt serve --config "$TMP/paced.toml" --listen 127.0.0.1:0
+GWT=$URL
+RUN_S=$(python3 -c "print(($WINDOWS - 0.5) * $WINDOW_S)")
+read -r T0 _ _ < <(sim_counts "$SIMT")
+bench "$TMP/u.json" --base-url "$GWT/v1" --model sim:tokens=50 --max-tokens 50 --no-stream -c 64 --duration "${RUN_S}s" "${NOSTORE[@]}"
+read -r T1 OK1 R429 < <(sim_counts "$SIMT")
+read -r SUCC FAIL INC < <(requests "$TMP/u.json")
+python3 -c "
+tokens, windows, tier = $T1 - $T0, $WINDOWS, $TPM
+per = tokens / windows
+print('  accepted by the simulator: %d tokens in %d windows = %.0f per window = %.1f%% of the tier (goal >= 95%%)' % (tokens, windows, per, 100.0 * per / tier))"
+printf '  upstream 429s: %s (goal 0); upstream 200s: %s\n' "$R429" "$OK1"
+printf '  gateway: retries %s, pauses %s; bench: %s succeeded, %s failed, %s still queued when the run ended\n' \
+    "$(gw_metric "$GWT" tokenpace_retries_total)" "$(gw_metric "$GWT" tokenpace_upstream_pauses_total)" "$SUCC" "$FAIL" "$INC"
+
+echo "== 2. latency added by admission under the limit (concurrency 1; cache off; sim:tokens=16; $DURATION each)"
+start sim sim --listen 127.0.0.1:0
+SIM=$URL
+start gw0 serve --upstream "sim=$SIM" --listen 127.0.0.1:0 --cache memory
+GW0=$URL
+cat >"$TMP/generous.toml" <<TOML
+[upstreams.sim]
+url = "$SIM"
+rpm = 100000000
+tpm = 100000000000
+window = "60s"
+[cache]
+store = "memory"
+TOML
+start gw1 serve --config "$TMP/generous.toml" --listen 127.0.0.1:0
+GW1=$URL
+MODEL=sim:tokens=16
+for mode in --no-stream ""; do
+    label=${mode:+non-streamed}; label=${label:-streamed}
+    metric=e2e_ms
+    bench "$TMP/n.json" --base-url "$GW0/v1" --model "$MODEL" $mode -c 1 --duration "$DURATION" --warmup 100 "${NOSTORE[@]}"
+    bench "$TMP/l.json" --base-url "$GW1/v1" --model "$MODEL" $mode -c 1 --duration "$DURATION" --warmup 100 "${NOSTORE[@]}"
+    for p in p50 p99; do
+        n=$(lat "$TMP/n.json" $metric $p); l=$(lat "$TMP/l.json" $metric $p)
+        printf '  %-12s E2E %s: no limits %8s ms  generous limits %8s ms  added %+8.1f us\n' "$label" "$p" "$n" "$l" "$(python3 -c "print(($l-$n)*1000)")"
+    done
+done
+printf '  admission decisions on the limited gateway: %s (all admitted without queueing: %s)\n' \
+    "$(gw_metric "$GW1" tokenpace_admission_total)" \
+    "$(python3 -c "
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1] + '/metrics').read().decode()
+print(all(not (l.startswith('tokenpace_admission_total{') and 'result=\"admitted\"' not in l and not l.endswith(' 0')) for l in text.splitlines()))" "$GW1")"
