@@ -1,12 +1,26 @@
 //! The one error type of a dispatched request: it knows its HTTP status, whether a retry
 //! could help, how loudly to log it, and how to render itself as OpenAI or Anthropic error
-//! JSON (STYLE habit 3). Upstream error responses are not converted into this: they pass
-//! through with the upstream's own status and body.
+//! JSON (STYLE habit 3); and [`json_type`], how a message names the JSON type it found.
+//! Upstream error responses are not converted into this: they pass through with the
+//! upstream's own status and body.
 
 use bytes::Bytes;
 use client::{Api, ErrorClass};
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// The JSON type of `value` as an error message names it: `null`, `a boolean`, `a number`,
+/// `a string`, `an array` or `an object` (as in "'model' must be a string, not a number").
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
 
 /// What went wrong, in the vocabulary both APIs share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

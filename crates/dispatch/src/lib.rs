@@ -7,6 +7,8 @@
 //! - [`retry`]: the one retry policy (which failures, how long to wait);
 //! - [`admission`]: admission control against tier limits (ledger, backends, queue);
 //! - [`cache`]: the exact response cache (key, entries, shapes, tiers);
+//! - [`redis_conn`]: the one Redis connection handling (lazy connect, timeouts, back-off,
+//!   redaction) behind the cache's and the admission ledger's Redis tiers;
 //! - [`flight`]: one upstream call and its subscribers (coalescing);
 //! - [`dispatcher`]: a request from parsed body to answer, and the tasks that call upstreams;
 //! - `job`: one upstream call: admission, retries, fallbacks, hedging, relay, settlement;
@@ -25,6 +27,7 @@ pub mod flight;
 mod job;
 pub mod kind;
 pub mod pick;
+pub mod redis_conn;
 pub mod retry;
 pub mod route;
 pub mod telemetry;

@@ -5,19 +5,9 @@
 //! with the right JSON type, and the common sampling fields have the right types. Anything
 //! deeper is the upstream's to judge (its error passes through).
 
+use dispatch::error::json_type;
 use dispatch::{DispatchError, Kind};
 use serde_json::Value;
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 fn expect(
     obj: &serde_json::Map<String, Value>,
@@ -30,7 +20,7 @@ fn expect(
         Some(v) if ok(v) => Ok(()),
         Some(v) => Err(DispatchError::invalid(
             field,
-            format!("'{field}' must be {what}, not {}", kind_of(v)),
+            format!("'{field}' must be {what}, not {}", json_type(v)),
         )),
     }
 }
@@ -56,7 +46,7 @@ pub fn body(kind: Kind, body: &Value) -> Result<(), DispatchError> {
             "body",
             format!(
                 "the request body must be a JSON object, not {}",
-                kind_of(body)
+                json_type(body)
             ),
         ));
     };

@@ -199,17 +199,10 @@ pub fn percent(v: f64) -> String {
     }
 }
 
-/// An integer with thousands separators (`12,345`), as hyperfine and oha print counts.
+/// An integer with thousands separators (`12,345`), as hyperfine and oha print counts
+/// (the one format in [`protocol::fmt::thousands`]).
 pub fn count(v: u64) -> String {
-    let digits = v.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    protocol::fmt::thousands(v)
 }
 
 #[cfg(test)]

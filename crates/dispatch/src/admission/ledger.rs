@@ -17,6 +17,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use protocol::fmt::thousands;
+
 use super::{Charge, Limits, NotNow, Observed};
 
 /// The window of the per-day limits.
@@ -122,26 +124,13 @@ pub fn never_fits(limits: &Limits, charge: Charge, window: Duration) -> Option<S
             };
             format!(
                 "this request needs {} {} but the tier allows {} per {per}; {}",
-                grouped(need),
+                thousands(need),
                 kind.noun(need),
-                grouped(u128::from(limit)),
+                thousands(limit),
                 kind.hint(charge, limit),
             )
         })
     })
-}
-
-/// `250000` as `250,000`.
-fn grouped(n: u128) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A window as people write it: `60s`, `500ms`.

@@ -1,9 +1,10 @@
 //! The shared ledger: [`RedisBackend`] keeps each lane's sliding window in Redis, so several
 //! gateway instances admit against one count and together never exceed a tier's limits.
 //!
-//! It owns the data layout, the Lua scripts that read and change it atomically, the
-//! connection and its failure behaviour, and the in-process ledger it falls back to while
-//! Redis is unreachable. The rule itself is the one the in-process ledger applies: a charge
+//! It owns the data layout, the Lua scripts that read and change it atomically, what to
+//! do when Redis fails, and the in-process ledger it falls back to while Redis is
+//! unreachable; the connection itself (timeouts, back-off, redaction) is [`RedisConn`]'s,
+//! shared with the cache's Redis tier. The rule itself is the one the in-process ledger applies: a charge
 //! admitted at `t` counts while `now < t + window`, a charge is admitted only if every
 //! limit still holds with it, and a rejection says exactly when the oldest charges will
 //! have made room. Queueing and retrying are the caller's ([`super::queue`]).
@@ -37,8 +38,8 @@
 //! **Failure policy: fail open, to an in-process ledger.** Admission must neither stop all
 //! traffic while Redis is down nor let it through unmetered. So every Redis round trip is
 //! bounded by a short timeout (250 ms by default); after a failed connect, operations fail
-//! at once for a back-off (1 s) instead of each paying the timeout (as the cache's Redis
-//! tier does); and an operation that cannot reach Redis is applied to a private in-process
+//! at once for a back-off (1 s) instead of each paying the timeout (both [`RedisConn`]'s,
+//! as for the cache's Redis tier); and an operation that cannot reach Redis is applied to a private in-process
 //! ledger with the same rule. During an outage each instance therefore enforces the full
 //! limits on its own (N instances may admit up to N times the limits, for as long as the
 //! outage lasts); the provider's own 429s, fed back through [`Backend::pause`], remain the
@@ -56,17 +57,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
-
 use super::ledger::never_fits;
 use super::{Backend, BoxFuture, Charge, Lane, Limits, NotNow, Observed, Reservation};
-use crate::cache::redis::redact_url;
+use crate::redis_conn::{ConnError, RedisConn};
 
-/// The default bound on connecting and on each script call.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// The default time operations fail fast (to the fallback) after a failed connect.
-pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+pub use crate::redis_conn::{DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT};
 
 /// Set in the id of every reservation the in-process fallback admitted. Redis ids stay
 /// below 2^53 (Lua numbers are doubles), so the two never collide.
@@ -85,42 +80,10 @@ const LUA_MAX: i64 = (1 << 53) - 1;
 /// Why the shared ledger could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisLedgerError {
-    /// The URL does not parse.
-    #[error("the Redis URL '{url}' is not valid: {reason}")]
-    Url {
-        /// The URL, credentials redacted.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// Connecting or a script call took longer than the timeout.
-    #[error("Redis at '{url}': {op} took longer than {after:?}")]
-    Timeout {
-        /// The URL, credentials redacted.
-        url: String,
-        /// What was attempted.
-        op: &'static str,
-        /// The timeout.
-        after: Duration,
-    },
-    /// Connecting failed recently; not retried until the back-off has passed.
-    #[error("Redis at '{url}' is unreachable (the last connect failed {since:?} ago)")]
-    Unavailable {
-        /// The URL, credentials redacted.
-        url: String,
-        /// Since the failed connect.
-        since: Duration,
-    },
-    /// The driver or the server reported an error.
-    #[error("Redis at '{url}': {op} failed: {message}")]
-    Redis {
-        /// The URL, credentials redacted.
-        url: String,
-        /// What was attempted.
-        op: &'static str,
-        /// The error, any password scrubbed.
-        message: String,
-    },
+    /// The URL does not parse, or Redis could not be reached or reported an error (the
+    /// shared connection's error, worded as it words it).
+    #[error(transparent)]
+    Conn(#[from] ConnError),
     /// A script answered something it never returns.
     #[error(
         "Redis at '{url}': {op} answered {reply:?}, which the admission script never returns \
@@ -160,7 +123,7 @@ pub struct Admitted {
 
 /// Rate-limit ledgers shared through Redis by several gateway instances.
 pub struct RedisBackend {
-    conn: Connection,
+    conn: RedisConn,
     prefix: String,
     fallback: Mutex<Fallback>,
     errors: AtomicU64,
@@ -178,10 +141,10 @@ struct Warned {
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("url", &self.conn.url)
+            .field("url", &self.conn.url())
             .field("prefix", &self.prefix)
-            .field("timeout", &self.conn.timeout)
-            .field("reconnect_backoff", &self.conn.reconnect_backoff)
+            .field("timeout", &self.conn.timeout())
+            .field("reconnect_backoff", &self.conn.reconnect_backoff())
             .field("errors", &self.errors())
             .finish_non_exhaustive()
     }
@@ -193,27 +156,8 @@ impl RedisBackend {
     /// which would move the hash tag). Parses the URL only: nothing is contacted until the
     /// first operation, so a gateway starts while Redis is down.
     pub fn new(url: &str, prefix: &str) -> Result<RedisBackend, RedisLedgerError> {
-        let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| RedisLedgerError::Url {
-            url: redacted.clone(),
-            // The parser names the problem, not the URL; scrubbed regardless.
-            reason: scrub(&e.to_string(), url_password(url).as_deref()),
-        })?;
-        let secret = client
-            .get_connection_info()
-            .redis_settings()
-            .password()
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned);
         Ok(RedisBackend {
-            conn: Connection {
-                client,
-                url: redacted,
-                secret,
-                timeout: DEFAULT_TIMEOUT,
-                reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
-                state: tokio::sync::Mutex::new(ConnState::default()),
-            },
+            conn: RedisConn::open(url)?,
             prefix: prefix.to_owned(),
             fallback: Mutex::new(Fallback::new()),
             errors: AtomicU64::new(0),
@@ -224,20 +168,20 @@ impl RedisBackend {
 
     /// Bounds connecting and each script call by `timeout` instead of [`DEFAULT_TIMEOUT`].
     pub fn with_timeout(mut self, timeout: Duration) -> RedisBackend {
-        self.conn.timeout = timeout;
+        self.conn = self.conn.with_timeout(timeout);
         self
     }
 
     /// Fails operations over to the fallback at once for `backoff` after a failed connect,
     /// instead of [`DEFAULT_RECONNECT_BACKOFF`].
     pub fn with_reconnect_backoff(mut self, backoff: Duration) -> RedisBackend {
-        self.conn.reconnect_backoff = backoff;
+        self.conn = self.conn.with_reconnect_backoff(backoff);
         self
     }
 
     /// The URL with its credentials redacted (for logs).
     pub fn url(&self) -> &str {
-        &self.conn.url
+        self.conn.url()
     }
 
     /// How many operations could not use Redis (each was applied to the fallback, or
@@ -317,7 +261,7 @@ impl RedisBackend {
             [0, wait] => Ok(Err(NotNow::RetryIn(Duration::from_micros(
                 u64::try_from(wait).unwrap_or(0),
             )))),
-            _ => Err(self.conn.reply_error("reserve", reply)),
+            _ => Err(self.reply_error("reserve", reply)),
         }
     }
 
@@ -393,7 +337,7 @@ impl RedisBackend {
         };
         let ids = result?;
         if ids.len() != carried.charges.len() {
-            return Err(self.conn.reply_error("carry over", ids));
+            return Err(self.reply_error("carry over", ids));
         }
         for fixup in fixups {
             let outcome = match fixup {
@@ -536,7 +480,15 @@ impl RedisBackend {
         for arg in args {
             invocation.arg(*arg);
         }
-        self.conn.run(op, &invocation).await
+        Ok(self.conn.invoke(op, &invocation).await?)
+    }
+
+    fn reply_error(&self, op: &'static str, reply: Vec<i64>) -> RedisLedgerError {
+        RedisLedgerError::Reply {
+            url: self.conn.url().to_owned(),
+            op,
+            reply,
+        }
     }
 
     fn fallback(&self) -> MutexGuard<'_, Fallback> {
@@ -555,7 +507,7 @@ impl RedisBackend {
             .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
         {
             tracing::warn!(
-                url = %self.conn.url,
+                url = %self.conn.url(),
                 op,
                 error = %error,
                 suppressed = warned.suppressed,
@@ -571,7 +523,7 @@ impl RedisBackend {
 
     fn note_success(&self) {
         if self.degraded.swap(false, Ordering::Relaxed) {
-            tracing::info!(url = %self.conn.url, "the shared admission ledger answers again");
+            tracing::info!(url = %self.conn.url(), "the shared admission ledger answers again");
         }
     }
 }
@@ -633,139 +585,6 @@ fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------------------
-// The connection: lazily made, bounded, backed off after a failed connect (the cache's
-// Redis tier's approach, kept separate because its errors are the cache's).
-
-struct Connection {
-    client: redis::Client,
-    /// The URL with credentials redacted: the only form that appears in errors.
-    url: String,
-    /// The password, scrubbed from any driver or server message that might echo it.
-    secret: Option<String>,
-    timeout: Duration,
-    reconnect_backoff: Duration,
-    /// An async mutex because connecting awaits; calls only clone the connection out.
-    state: tokio::sync::Mutex<ConnState>,
-}
-
-#[derive(Default)]
-struct ConnState {
-    conn: Option<MultiplexedConnection>,
-    /// Counts connections made, so a failure drops only the connection it happened on.
-    generation: u64,
-    failed_at: Option<Instant>,
-}
-
-impl Connection {
-    async fn run(
-        &self,
-        op: &'static str,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<Vec<i64>, RedisLedgerError> {
-        let (mut conn, generation) = self.connection().await?;
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    self.drop_connection(generation).await;
-                }
-                Err(self.error(op, &e))
-            }
-            Err(_) => {
-                // A stalled call means a stalled connection (a dead peer that sent no
-                // reset): everything multiplexed on it would stall too.
-                self.drop_connection(generation).await;
-                Err(RedisLedgerError::Timeout {
-                    url: self.url.clone(),
-                    op,
-                    after: self.timeout,
-                })
-            }
-        }
-    }
-
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64), RedisLedgerError> {
-        let mut state = self.state.lock().await;
-        if let Some(conn) = &state.conn {
-            return Ok((conn.clone(), state.generation));
-        }
-        if let Some(failed_at) = state.failed_at {
-            let since = failed_at.elapsed();
-            if since < self.reconnect_backoff {
-                return Err(RedisLedgerError::Unavailable {
-                    url: self.url.clone(),
-                    since,
-                });
-            }
-        }
-        // Held while connecting, so concurrent calls wait for this one attempt (at most
-        // the timeout) rather than each opening a connection.
-        let attempt =
-            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
-                .await;
-        match attempt {
-            Ok(Ok(conn)) => {
-                state.generation += 1;
-                state.conn = Some(conn.clone());
-                state.failed_at = None;
-                Ok((conn, state.generation))
-            }
-            Ok(Err(e)) => {
-                state.failed_at = Some(Instant::now());
-                Err(self.error("connect", &e))
-            }
-            Err(_) => {
-                state.failed_at = Some(Instant::now());
-                Err(RedisLedgerError::Timeout {
-                    url: self.url.clone(),
-                    op: "connect",
-                    after: self.timeout,
-                })
-            }
-        }
-    }
-
-    async fn drop_connection(&self, generation: u64) {
-        let mut state = self.state.lock().await;
-        if state.generation == generation {
-            state.conn = None;
-        }
-    }
-
-    fn error(&self, op: &'static str, e: &redis::RedisError) -> RedisLedgerError {
-        RedisLedgerError::Redis {
-            url: self.url.clone(),
-            op,
-            message: scrub(&e.to_string(), self.secret.as_deref()),
-        }
-    }
-
-    fn reply_error(&self, op: &'static str, reply: Vec<i64>) -> RedisLedgerError {
-        RedisLedgerError::Reply {
-            url: self.url.clone(),
-            op,
-            reply,
-        }
-    }
-}
-
-/// The raw password of a URL (read as [`redact_url`] reads it), for scrubbing a parse
-/// error when there is no client to ask.
-fn url_password(url: &str) -> Option<String> {
-    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
-    let userinfo = &rest[..rest.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    Some(password.to_owned()).filter(|p| !p.is_empty())
-}
-
-fn scrub(message: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(secret) if !secret.is_empty() => message.replace(secret, "***"),
-        _ => message.to_owned(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ use std::fmt::{self, Write as _};
 use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 
+use crate::error::json_type;
 use crate::kind::Kind;
 
 /// The version of the key framing and canonical form, hashed into every key.
@@ -237,17 +238,6 @@ pub fn deterministic(kind: Kind, body: &Value) -> bool {
     let seeded = matches!(kind, Kind::Chat | Kind::Completions)
         && body.get("seed").is_some_and(|s| !s.is_null());
     greedy || seeded
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A cheap guess of the canonical length, so the output buffer rarely grows: the size of

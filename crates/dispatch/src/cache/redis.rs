@@ -1,8 +1,10 @@
 //! The shared tier: encoded entries in Redis under `{prefix}{key hex}`, so several gateway
 //! instances answer each other's repeats.
 //!
-//! It owns the connection and its failure behaviour, and nothing else: expiry beyond
-//! Redis's own `PX` and any retrying are the caller's. Redis is an optimisation, never a
+//! It owns the key layout, the commands (`GET`, `SET ... PX`, `DEL`) and the reading of
+//! what they return, and nothing else: expiry beyond Redis's own `PX` and any retrying
+//! are the caller's; the connection and its failure behaviour are
+//! [`RedisConn`]'s, shared with the admission ledger. Redis is an optimisation, never a
 //! dependency, so:
 //!
 //! - [`RedisTier::new`] only parses the URL; the one multiplexed connection is made on
@@ -17,53 +19,42 @@
 //! - the password in the URL never reaches an error message or a log line.
 
 use std::fmt;
-use std::time::{Duration, Instant};
-
-use redis::aio::MultiplexedConnection;
+use std::time::Duration;
 
 use super::entry::Entry;
 use super::key::CacheKey;
 use super::tiered::StoreError;
+use crate::redis_conn::{ConnError, RedisConn};
 
-/// The default bound on connecting and on each command.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// The default time operations fail fast after a failed connect.
-pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+pub use crate::redis_conn::{DEFAULT_RECONNECT_BACKOFF, DEFAULT_TIMEOUT};
 
 /// Entries in a Redis shared by several gateways.
 pub struct RedisTier {
-    client: redis::Client,
-    /// The URL with credentials redacted: the only form that appears in errors.
-    url: String,
-    /// The password, scrubbed from any driver or server message that might echo it.
-    secret: Option<String>,
+    conn: RedisConn,
     prefix: String,
     ttl: Option<Duration>,
-    timeout: Duration,
-    reconnect_backoff: Duration,
-    /// An async mutex because connecting awaits; commands only clone the connection out.
-    state: tokio::sync::Mutex<ConnState>,
-}
-
-#[derive(Default)]
-struct ConnState {
-    conn: Option<MultiplexedConnection>,
-    /// Counts connections made, so a failure drops only the connection it happened on
-    /// (not a fresh one another task made meanwhile).
-    generation: u64,
-    failed_at: Option<Instant>,
 }
 
 impl fmt::Debug for RedisTier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTier")
-            .field("url", &self.url)
+            .field("url", &self.conn.url())
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
-            .field("timeout", &self.timeout)
-            .field("reconnect_backoff", &self.reconnect_backoff)
+            .field("timeout", &self.conn.timeout())
+            .field("reconnect_backoff", &self.conn.reconnect_backoff())
             .finish_non_exhaustive()
+    }
+}
+
+impl From<ConnError> for StoreError {
+    fn from(e: ConnError) -> StoreError {
+        match e {
+            ConnError::Url { url, reason } => StoreError::RedisUrl { url, reason },
+            ConnError::Timeout { url, op, after } => StoreError::RedisTimeout { url, op, after },
+            ConnError::Unavailable { url, since } => StoreError::RedisUnavailable { url, since },
+            ConnError::Redis { url, op, message } => StoreError::Redis { url, op, message },
+        }
     }
 }
 
@@ -72,46 +63,29 @@ impl RedisTier {
     /// storing keys as `{prefix}{key hex}` with `PX ttl` when a TTL is given. Parses the
     /// URL only; nothing is contacted until the first operation.
     pub fn new(url: &str, prefix: &str, ttl: Option<Duration>) -> Result<RedisTier, StoreError> {
-        let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| StoreError::RedisUrl {
-            url: redacted.clone(),
-            // The parser's messages name the problem, not the URL; scrubbed regardless.
-            reason: scrub(&e.to_string(), url_password(url).as_deref()),
-        })?;
-        let secret = client
-            .get_connection_info()
-            .redis_settings()
-            .password()
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned);
         Ok(RedisTier {
-            client,
-            url: redacted,
-            secret,
+            conn: RedisConn::open(url)?,
             prefix: prefix.to_owned(),
             ttl,
-            timeout: DEFAULT_TIMEOUT,
-            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
-            state: tokio::sync::Mutex::new(ConnState::default()),
         })
     }
 
     /// Bounds connecting and each command by `timeout` instead of [`DEFAULT_TIMEOUT`].
     pub fn with_timeout(mut self, timeout: Duration) -> RedisTier {
-        self.timeout = timeout;
+        self.conn = self.conn.with_timeout(timeout);
         self
     }
 
     /// Fails operations at once for `backoff` after a failed connect, instead of
     /// [`DEFAULT_RECONNECT_BACKOFF`].
     pub fn with_reconnect_backoff(mut self, backoff: Duration) -> RedisTier {
-        self.reconnect_backoff = backoff;
+        self.conn = self.conn.with_reconnect_backoff(backoff);
         self
     }
 
     /// The URL with its credentials redacted (for logs).
     pub fn url(&self) -> &str {
-        &self.url
+        self.conn.url()
     }
 
     /// The Redis key of a cache key.
@@ -163,168 +137,15 @@ impl RedisTier {
         op: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
-        let (mut conn, generation) = self.connection().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    self.drop_connection(generation).await;
-                }
-                Err(self.error(op, &e))
-            }
-            Err(_) => {
-                // A command that stalls means a stalled connection (a dead peer that sent
-                // no reset): every request multiplexed on it would stall too.
-                self.drop_connection(generation).await;
-                Err(StoreError::RedisTimeout {
-                    url: self.url.clone(),
-                    op,
-                    after: self.timeout,
-                })
-            }
-        }
-    }
-
-    /// The shared connection, made now if there is none.
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64), StoreError> {
-        let mut state = self.state.lock().await;
-        if let Some(conn) = &state.conn {
-            return Ok((conn.clone(), state.generation));
-        }
-        if let Some(failed_at) = state.failed_at {
-            let since = failed_at.elapsed();
-            if since < self.reconnect_backoff {
-                return Err(StoreError::RedisUnavailable {
-                    url: self.url.clone(),
-                    since,
-                });
-            }
-        }
-        // The lock is held while connecting so concurrent requests wait for this one
-        // attempt (at most the timeout) rather than each opening a connection.
-        let attempt =
-            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
-                .await;
-        match attempt {
-            Ok(Ok(conn)) => {
-                state.generation += 1;
-                state.conn = Some(conn.clone());
-                state.failed_at = None;
-                Ok((conn, state.generation))
-            }
-            Ok(Err(e)) => {
-                state.failed_at = Some(Instant::now());
-                Err(self.error("connect", &e))
-            }
-            Err(_) => {
-                state.failed_at = Some(Instant::now());
-                Err(StoreError::RedisTimeout {
-                    url: self.url.clone(),
-                    op: "connect",
-                    after: self.timeout,
-                })
-            }
-        }
-    }
-
-    async fn drop_connection(&self, generation: u64) {
-        let mut state = self.state.lock().await;
-        if state.generation == generation {
-            state.conn = None;
-        }
-    }
-
-    fn error(&self, op: &'static str, e: &redis::RedisError) -> StoreError {
-        StoreError::Redis {
-            url: self.url.clone(),
-            op,
-            message: scrub(&e.to_string(), self.secret.as_deref()),
-        }
-    }
-}
-
-/// `url` with its credentials replaced by `***`: the user-info part
-/// (`redis://:secret@host` -> `redis://***@host`) and `pass`/`password` query parameters
-/// (`redis+unix:///sock?pass=secret`).
-///
-/// Everything before the last `@` counts as user-info, even past a `/`, `?` or `#` that
-/// would end the authority for a URL parser: an unencoded password containing one of
-/// those is exactly what makes a URL fail to parse, and that URL is then echoed in the
-/// error.
-pub fn redact_url(url: &str) -> String {
-    let (head, rest) = url.split_at(url.find("://").map_or(0, |i| i + 3));
-    let mut out = String::with_capacity(url.len());
-    out.push_str(head);
-    let rest = match rest.rfind('@') {
-        Some(at) => {
-            out.push_str("***");
-            &rest[at..]
-        }
-        None => rest,
-    };
-    let Some((path, query)) = rest.split_once('?') else {
-        out.push_str(rest);
-        return out;
-    };
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
-    };
-    out.push_str(path);
-    out.push('?');
-    let params: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name == "pass" || name == "password" => format!("{name}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    out.push_str(&params.join("&"));
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
-}
-
-/// The raw password of a URL (by the same reading as [`redact_url`]), for scrubbing a
-/// parse error, when there is no client to ask.
-fn url_password(url: &str) -> Option<String> {
-    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
-    let userinfo = &rest[..rest.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    Some(password.to_owned()).filter(|p| !p.is_empty())
-}
-
-fn scrub(message: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(secret) if !secret.is_empty() => message.replace(secret, "***"),
-        _ => message.to_owned(),
+        Ok(self.conn.query(op, cmd).await?)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Instant;
 
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(redact_url("redis://:secret@host"), "redis://***@host");
-        assert_eq!(
-            redact_url("redis://user:secret@host:6380/2"),
-            "redis://***@host:6380/2"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/"),
-            "redis://127.0.0.1:6379/"
-        );
-        assert_eq!(
-            redact_url("redis+unix:///run/redis.sock?db=1&pass=secret"),
-            "redis+unix:///run/redis.sock?db=1&pass=***"
-        );
-        assert_eq!(redact_url("rediss://:p@ss@host/0"), "rediss://***@host/0");
-        assert_eq!(redact_url("redis://:p/s?s@host/0"), "redis://***@host/0");
-    }
+    use super::*;
 
     #[test]
     fn a_bad_url_is_an_error_without_the_password() {
@@ -332,17 +153,7 @@ mod tests {
         let message = err.to_string();
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("***"), "{message}");
-        // Unencoded separators in a password, a missing colon: still redacted.
-        for url in [
-            "redis://:hun/ter2@host/",
-            "redis//:hunter2@host/",
-            "redis://:h#unter2@",
-        ] {
-            let message = RedisTier::new(url, "p:", None)
-                .map(|t| t.url().to_owned())
-                .unwrap_or_else(|e| e.to_string());
-            assert!(!message.contains("unter2"), "{message}");
-        }
+        assert!(matches!(err, StoreError::RedisUrl { .. }), "{err:?}");
     }
 
     #[test]

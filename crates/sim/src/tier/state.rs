@@ -6,6 +6,7 @@
 use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use protocol::fmt::thousands;
 use protocol::ratelimit::{format_go_duration, format_rfc3339};
 
 use super::format::{ceil_millis, ceil_secs, round_up_to_millis};
@@ -367,7 +368,7 @@ impl Rejection {
         };
         let head = format!(
             "This request would exceed your rate limit of {} {} per {period} for {model}",
-            grouped(self.limit),
+            thousands(self.limit),
             self.kind.unit()
         );
         match self.retry_after {
@@ -379,14 +380,14 @@ impl Rejection {
                 };
                 format!(
                     "{head} (used {}, requested {}). Please try again in {}{advice}.",
-                    grouped(self.used),
-                    grouped(self.requested),
+                    thousands(self.used),
+                    thousands(self.requested),
                     format_go_duration(round_up_to_millis(wait))
                 )
             }
             None => format!(
                 "{head} by itself (requested {}). {}",
-                grouped(self.requested),
+                thousands(self.requested),
                 self.never_fits_advice()
             ),
         }
@@ -415,19 +416,6 @@ impl Rejection {
             }
         }
     }
-}
-
-/// `n` with commas between thousands: `30000` → `30,000`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -758,14 +746,5 @@ mod tests {
             r.anthropic_message("m")
                 .contains("output tokens per 2s for m")
         );
-    }
-
-    #[test]
-    fn thousands_grouping() {
-        assert_eq!(grouped(0), "0");
-        assert_eq!(grouped(999), "999");
-        assert_eq!(grouped(1_000), "1,000");
-        assert_eq!(grouped(30_000_000), "30,000,000");
-        assert_eq!(grouped(u64::MAX), "18,446,744,073,709,551,615");
     }
 }
