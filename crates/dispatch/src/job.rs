@@ -18,6 +18,7 @@ use http::{HeaderMap, Method, StatusCode};
 use protocol::sse::{SseDecoder, SseEvent};
 use serde_json::Value;
 
+use crate::admission::ledger::never_fits;
 use crate::admission::queue::{AdmitRequest, Priority, Rejected};
 use crate::admission::{Charge, Lane, Limits, Observed, Reservation};
 use crate::cache::entry::{Body, Entry, RecordedEvent};
@@ -455,8 +456,14 @@ impl Job {
                         &[("upstream", &t.name), ("result", "rejected")],
                     );
                     let e = match rejected {
-                        Rejected::Never(msg) => DispatchError::invalid("max_tokens", msg)
-                            .with_code("request_too_large_for_tier"),
+                        Rejected::Never(msg) => {
+                            // Admission ran on the guarded window; the client is told the
+                            // tier's own ("per 2s", not "per 2040ms").
+                            let tier_window = self.dispatcher.config().upstreams[t.upstream].window;
+                            let msg = never_fits(&limits, charge, tier_window).unwrap_or(msg);
+                            DispatchError::invalid("max_tokens", msg)
+                                .with_code("request_too_large_for_tier")
+                        }
                         Rejected::QueueFull { retry_after } => DispatchError::new(
                             ErrorKind::RateLimit,
                             format!(

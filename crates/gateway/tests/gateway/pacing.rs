@@ -277,17 +277,27 @@ fn ttft_toml(sim: &RunningSim, slow_model: &str) -> String {
     )
 }
 
-async fn assert_fast_answers_within_the_ttft_timeout(slow_model: &str) {
+async fn assert_fast_answers_within_the_ttft_timeout(slow_model: &str, api: client::Api) {
     let sim = sim().await;
     let gw = gateway(config(&ttft_toml(&sim, slow_model))).await;
+    let (path, body) = match api {
+        client::Api::OpenAi => ("/v1/chat/completions", chat("chat", true)),
+        client::Api::Anthropic => ("/v1/messages", messages("chat", true)),
+    };
     let started = Instant::now();
-    let r = post_chat(&client(), &gw, &chat("chat", true), &[NO_STORE]).await;
+    let r = post_with(&client(), &gw, path, &body, &[NO_STORE]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-tokenpace-upstream").as_deref(), Some("fast"));
     let s = testkit::read_sse(r).await.unwrap();
     let took = started.elapsed();
-    assert!(ends_with_done(&s), "{:?}", s.data());
-    assert_eq!(content_chunks(&s), 3);
+    assert_eq!(content_chunks(&s), 3, "{:?}", s.data());
+    match api {
+        client::Api::OpenAi => assert!(ends_with_done(&s), "{:?}", s.data()),
+        client::Api::Anthropic => assert_eq!(
+            s.events.last().and_then(|e| e.event.event.as_deref()),
+            Some("message_stop")
+        ),
+    }
     assert!(
         took < Duration::from_millis(1500),
         "the slow target (first token after 3 s) was waited for: {took:?}"
@@ -310,15 +320,22 @@ async fn assert_fast_answers_within_the_ttft_timeout(slow_model: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_first_token_fails_over_after_ttft_timeout() {
-    // The head comes at once; the first event after 3 s.
-    assert_fast_answers_within_the_ttft_timeout("sim:ttft=3s,tokens=3").await;
+    // The head and the role chunk come at once; the first token after 3 s.
+    assert_fast_answers_within_the_ttft_timeout("sim:ttft=3s,tokens=3", client::Api::OpenAi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_token_fails_over_on_the_messages_api() {
+    // `message_start` comes at once (as from Anthropic); the first text delta after 3 s.
+    assert_fast_answers_within_the_ttft_timeout("sim:ttft=3s,tokens=3", client::Api::Anthropic)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_response_head_fails_over_after_ttft_timeout() {
     // The simulator's network delay holds back even the response head for 3 s: the TTFT
     // timeout must cover the wait for the head too.
-    assert_fast_answers_within_the_ttft_timeout("sim:net=3s,tokens=3").await;
+    assert_fast_answers_within_the_ttft_timeout("sim:net=3s,tokens=3", client::Api::OpenAi).await;
 }
 
 // ---- 3. hedging ------------------------------------------------------------------------
@@ -636,7 +653,7 @@ async fn max_tokens_above_the_tier_is_a_400_naming_the_limit() {
     assert_eq!(r.status(), 400);
     let err: Value = r.json().await.unwrap();
     let message = err["error"]["message"].as_str().unwrap();
-    assert!(message.contains("allows 1,000"), "{message}");
+    assert!(message.contains("allows 1,000 per 2s"), "{message}");
     assert!(message.contains("max_tokens"), "{message}");
     assert_eq!(err["error"]["code"], "request_too_large_for_tier", "{err}");
     assert_eq!(err["error"]["param"], "max_tokens", "{err}");
@@ -679,8 +696,10 @@ async fn limits_learned_from_headers_pace_a_burst() {
         "the learned limit (and the warm-up the upstream counted) paced the burst: {}",
         sim_stats(&sim).await
     );
-    // 11 requests at 4 per 2 s: the last ones go out in the third window.
-    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    // 11 requests (the warm-up counts) at 4 per 2 s: the last ones go out in the third
+    // window, 4 s after the burst began.
+    assert!(took >= Duration::from_millis(3900), "{took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(outcomes.iter().filter(|o| o.queued.is_some()).count() >= 6);
     let text = metrics(&gw).await;
     assert_eq!(metric_sum(&text, "tokenpace_retries_total"), 0.0);
