@@ -741,3 +741,59 @@ async fn two_gateways_on_one_redis_share_the_tier() {
         assert_eq!(metric_sum(&text, "tokenpace_retries_total"), 0.0);
     }
 }
+
+// ---- faults: stalls and resets -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_before_the_first_token_fails_over_after_ttft_timeout() {
+    assert_fast_answers_within_the_ttft_timeout("sim:stall=3s,tokens=3", client::Api::OpenAi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_the_first_token_is_retried_on_the_next_target() {
+    let sim = sim().await;
+    let gw = gateway(config(&format!(
+        "[upstreams.a]\nurl = \"{url}\"\n\n[upstreams.b]\nurl = \"{url}\"\n\n\
+         [cache]\nstore = \"memory\"\n\n\
+         [[routes]]\nmodel = \"chat\"\ntargets = [\"a/sim:tokens=5,reset_after=0\", \"b/sim:tokens=3\"]\n",
+        url = sim.url()
+    )))
+    .await;
+    let r = post_chat(&client(), &gw, &chat("chat", true), &[NO_STORE]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-tokenpace-upstream").as_deref(), Some("b"));
+    let s = testkit::read_sse(r).await.unwrap();
+    assert!(ends_with_done(&s), "{:?}", s.data());
+    assert_eq!(content_chunks(&s), 3);
+    assert_eq!(
+        upstream_requests(&sim, "sim:tokens=5,reset_after=0").await,
+        1,
+        "the reset target was tried once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_the_first_token_is_an_error_event_never_a_retry() {
+    let sim = sim().await;
+    let gw = memory_gateway(&sim).await;
+    let model = "sim:tokens=6,reset_after=2";
+    let r = post_chat(&client(), &gw, &chat(model, true), &[NO_STORE]).await;
+    assert_eq!(r.status(), 200, "the stream had started");
+    let s = testkit::read_sse(r).await.unwrap();
+    assert!(!ends_with_done(&s), "{:?}", s.data());
+    let last: Value = serde_json::from_str(s.data().last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"].is_string(),
+        "ends with an error event: {last}"
+    );
+    assert_eq!(
+        content_chunks(&s),
+        2,
+        "the tokens before the reset were relayed once"
+    );
+    assert_eq!(
+        upstream_requests(&sim, model).await,
+        1,
+        "nothing is retried once a token reached the client"
+    );
+}
