@@ -1,6 +1,7 @@
 //! Command-line arguments, one file per subcommand. Parsing only: validation into resolved
 //! settings happens in `commands` (raw -> resolved, STYLE.md habit 4).
 
+pub mod batch;
 pub mod bench;
 mod serve;
 mod sim;
@@ -37,6 +38,9 @@ pub enum Command {
     /// stream replay and request coalescing.
     #[command(long_about = SERVE_LONG_ABOUT)]
     Serve(Box<ServeArgs>),
+    /// Run an OpenAI Batch input file (JSONL) now, in parallel, through the cache,
+    /// coalescing, tier pacing and retries; resumable after Ctrl-C or a crash.
+    Batch(batch::BatchArgs),
 }
 
 const SERVE_LONG_ABOUT: &str = "\

@@ -1,5 +1,6 @@
 //! Subcommands: each resolves its arguments, calls the engines and renders the result.
 
+mod batch;
 mod bench;
 mod progress;
 mod serve;
@@ -14,5 +15,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(args) => bench::run(*args),
         Command::Sim(args) => sim::run(args),
         Command::Serve(args) => serve::run(*args),
+        Command::Batch(args) => batch::run(args),
     }
 }

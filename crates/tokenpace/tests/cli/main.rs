@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any error"
 )]
 
+mod batch;
 mod bench;
 mod serve;
 mod sim;
