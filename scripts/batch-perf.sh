@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Performance of `tokenpace batch run`, printed as figures (not a test).
+#
+#   scripts/batch-perf.sh                 # builds the release binary first
+#   NO_BUILD=1 scripts/batch-perf.sh      # reuse target/release/tokenpace
+#
+# 1. Memory is flat in the number of lines: peak RSS and lines/s of a 5,000-line and a
+#    50,000-line batch against the simulator with zero delays and no tier limit (distinct
+#    prompts, so nothing comes from the cache).
+# 2. Tier use: a batch against a simulator tier with a 5 s window (tokens per window T) and
+#    a gateway config with the same limit: the share of the tier's tokens used while the
+#    batch ran, and the upstream 429s (goal: >= 95% and 0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z ${NO_BUILD:-} ]]; then cargo build --release -p tokenpace >/dev/null 2>&1 || cargo build --release -p tokenpace; fi
+BIN=${CARGO_TARGET_DIR:-target}/release/tokenpace
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+start_sim() { # start_sim ARGS...: sets SIM
+    "$BIN" sim --listen 127.0.0.1:0 "$@" >"$TMP/sim.out" 2>"$TMP/sim.err" &
+    PIDS+=("$!")
+    for _ in $(seq 200); do [[ -s $TMP/sim.out ]] && break; sleep 0.05; done
+    SIM=$(head -n 1 "$TMP/sim.out" | sed 's/^listening on //')
+    : >"$TMP/sim.out"
+}
+
+lines() { # lines N MODEL MAX_TOKENS > file
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+n, model, max_tokens = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    print(json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": model, "max_tokens": max_tokens,
+                               "messages": [{"role": "user", "content": f"Question number {i}: why batch?"}]}}))
+PY
+}
+
+echo "== 1. memory and speed (simulator with zero delays; sim:tokens=16; concurrency 64)"
+start_sim
+for n in 5000 50000; do
+    lines "$n" sim:tokens=16 16 >"$TMP/in-$n.jsonl"
+    /usr/bin/time -f '%M %e' -o "$TMP/time-$n" "$BIN" batch run "$TMP/in-$n.jsonl" --output "$TMP/out-$n.jsonl" \
+        --base-url "$SIM" --concurrency 64 --quiet --json "$TMP/sum-$n.json" || true
+    read -r rss secs <"$TMP/time-$n"
+    python3 - "$TMP/sum-$n.json" "$n" "$rss" "$secs" "$TMP/out-$n.jsonl" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); n = int(sys.argv[2]); rss = int(sys.argv[3]); secs = float(sys.argv[4])
+out = sum(1 for _ in open(sys.argv[5]))
+print(f"  {n:>6} lines: peak RSS {rss/1024:6.1f} MiB, {n/s['wall_time_s']:8.0f} lines/s "
+      f"(wall {s['wall_time_s']:.2f} s, process {secs:.2f} s), succeeded {s['counts']['succeeded']}, "
+      f"failed {s['counts']['failed']}, output lines {out}, speedup over sequential {s['speedup'] or 0:.1f}x")
+PY
+done
+kill "${PIDS[-1]}" 2>/dev/null || true
+
+echo "== 2. tier use (tier: 20000 tokens per 5 s window; sim:tokens=50, max_tokens 50)"
+TPM=20000
+start_sim --window 5s --tpm "$TPM"
+cat >"$TMP/gw.toml" <<TOML
+[upstreams.sim]
+url = "$SIM"
+tpm = $TPM
+window = "5s"
+[cache]
+store = "memory"
+TOML
+# About 4.5 windows of work: each line costs its input (~15 tokens) + 50 output tokens.
+lines 1400 sim:tokens=50 50 >"$TMP/tier.jsonl"
+"$BIN" batch run "$TMP/tier.jsonl" --output "$TMP/tier-out.jsonl" --config "$TMP/gw.toml" \
+    --concurrency 64 --quiet --json "$TMP/tier-sum.json" || true
+curl -s "$SIM/stats" >"$TMP/stats.json"
+python3 - "$TMP/tier-sum.json" "$TMP/stats.json" "$TPM" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); st = json.load(open(sys.argv[2])); tpm = int(sys.argv[3])
+tokens = st['input_tokens_total'] + st['output_tokens_total']
+wall = s['wall_time_s']
+# The first window is full at once; after it, the rate is the tier's. Tokens over
+# (wall time rounded up to whole windows) is the share of the tier the batch used.
+import math
+windows = max(1, math.ceil(wall / 5.0))
+print(f"  {s['counts']['succeeded']} lines succeeded, {s['counts']['failed']} failed in {wall:.1f} s; "
+      f"{tokens} tokens accepted upstream = {100*tokens/(windows*tpm):.1f}% of {windows} windows x {tpm} "
+      f"(tokens per second {tokens/wall:.0f} vs the tier's {tpm/5:.0f})")
+print(f"  upstream 429s: {st['responses_by_status'].get('429', 0)} (goal 0)")
+PY
