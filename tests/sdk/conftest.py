@@ -209,6 +209,32 @@ def gateway(sim) -> Iterator[Sim]:
         pytest.fail(problem, pytrace=False)
 
 
+@pytest.fixture
+def batch_gateway(sim, tmp_path) -> Iterator[Sim]:
+    """`tokenpace serve` in front of a fresh simulator with its own data directory, for
+    `/v1/files` and `/v1/batches`: a temporary `--config` gives `data_dir` (under pytest's
+    `tmp_path`, so no test touches the user's real one) and few requests in flight per batch,
+    so a batch of slow lines can be cancelled half-way.
+
+    Its `upstream` attribute is the simulator; `data_dir` is the data directory.
+    """
+    data_dir = tmp_path / "gateway-data"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'data_dir = "{data_dir}"\n\n'
+        f'[upstreams.sim]\nurl = "{sim.url}"\n\n'
+        '[cache]\nstore = "memory"\n\n'
+        "[batches]\nconcurrency = 2\n"
+    )
+    gw, stop = _start_tokenpace(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    gw.upstream = sim  # type: ignore[attr-defined]
+    gw.data_dir = data_dir  # type: ignore[attr-defined]
+    yield gw
+    problem = stop()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
 class _RecordingTime:
     """Stands in for the `time` module inside an SDK: `sleep` is recorded, not slept."""
 

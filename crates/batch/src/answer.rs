@@ -98,6 +98,7 @@ fn dispatch_code(e: &DispatchError) -> &'static str {
         ErrorKind::Upstream => "upstream_error",
         ErrorKind::Timeout => "upstream_timeout",
         ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Internal => "internal_error",
     }
 }
 

@@ -6,12 +6,15 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::DoneCounts;
+
 /// The counters. Shared as `Arc<Progress>`.
 #[derive(Debug, Default)]
 pub struct Progress {
     started: OnceLock<Instant>,
     total: AtomicU64,
-    already_done: AtomicU64,
+    already_succeeded: AtomicU64,
+    already_failed: AtomicU64,
     done: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
@@ -29,6 +32,10 @@ pub struct Snapshot {
     pub total: u64,
     /// Lines whose result was recorded before this run.
     pub already_done: u64,
+    /// Of those, lines in the output file (answered 2xx).
+    pub already_succeeded: u64,
+    /// Of those, lines in the error file.
+    pub already_failed: u64,
     /// Lines recorded in this run.
     pub done: u64,
     /// Of those, answered 2xx.
@@ -92,9 +99,13 @@ impl Progress {
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (already_succeeded, already_failed) =
+            (get(&self.already_succeeded), get(&self.already_failed));
         Snapshot {
             total: get(&self.total),
-            already_done: get(&self.already_done),
+            already_done: already_succeeded + already_failed,
+            already_succeeded,
+            already_failed,
             done: get(&self.done),
             succeeded: get(&self.succeeded),
             failed: get(&self.failed),
@@ -107,9 +118,11 @@ impl Progress {
         }
     }
 
-    pub(crate) fn start(&self, total: u64, already_done: u64) {
+    pub(crate) fn start(&self, total: u64, already: DoneCounts) {
         self.total.store(total, Ordering::Relaxed);
-        self.already_done.store(already_done, Ordering::Relaxed);
+        self.already_succeeded
+            .store(already.output, Ordering::Relaxed);
+        self.already_failed.store(already.errors, Ordering::Relaxed);
         let _ = self.started.set(Instant::now());
     }
 
@@ -155,6 +168,8 @@ mod tests {
         let s = Snapshot {
             total: 100,
             already_done: 50,
+            already_succeeded: 40,
+            already_failed: 10,
             done: 10,
             succeeded: 10,
             failed: 0,

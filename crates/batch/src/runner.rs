@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Answered, CallSettings, Outcome, Status};
-use crate::checkpoint::{self, Checkpoint, Opened, StateMeta};
+use crate::checkpoint::{self, Checkpoint, DoneCounts, Opened, StateMeta};
 use crate::error::BatchError;
 use crate::input::{self, Limits, Request};
 use crate::progress::Progress;
@@ -200,7 +200,7 @@ fn feed(
 struct Opening {
     store: Checkpoint,
     resume: Resume,
-    done_before: u64,
+    done_before: DoneCounts,
 }
 
 fn open_state(plan: &Plan, state: &Path, input: Fingerprint) -> Result<Opening, BatchError> {
@@ -222,7 +222,7 @@ fn open_state(plan: &Plan, state: &Path, input: Fingerprint) -> Result<Opening, 
     };
     let (mut store, opened) = Checkpoint::open(state, &meta)?;
     let reconciled = store.reconcile(&plan.output, &plan.errors)?;
-    let done_before = store.counts()?.total();
+    let done_before = store.counts()?;
     Ok(Opening {
         store,
         resume: Resume {

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use dispatch::Kind;
 use sha2::{Digest, Sha256};
 
 use crate::error::BatchError;
@@ -321,6 +322,17 @@ fn extend(over: &mut Option<Overflow>, line: u64) {
 
 /// Streams `path` and checks every line.
 pub fn validate(path: &Path, limits: Limits) -> Result<Validation, BatchError> {
+    validate_for(path, limits, None)
+}
+
+/// [`validate`], and with `endpoint` also requires every line's `url` to be that
+/// operation's route: an OpenAI batch has one endpoint (`POST /v1/batches`' `endpoint`),
+/// and a line for another one is invalid.
+pub fn validate_for(
+    path: &Path,
+    limits: Limits,
+    endpoint: Option<Kind>,
+) -> Result<Validation, BatchError> {
     let mut lines = open_lines(path)?;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut v = Validation {
@@ -351,7 +363,16 @@ pub fn validate(path: &Path, limits: Limits) -> Result<Validation, BatchError> {
             }
             None => {}
         }
-        let checked = input::check(line.text);
+        let mut checked = input::check(line.text);
+        if let (Some(want), Ok(req)) = (endpoint, &checked.result)
+            && req.kind != want
+        {
+            checked.result = Err(format!(
+                "url '{}' is not the batch's endpoint '{}' (every line of a batch uses its endpoint)",
+                req.kind.route(),
+                want.route()
+            ));
+        }
         let duplicate_of = match &checked.custom_id {
             Some(id) => match seen.get(id) {
                 Some(first) => Some(*first),

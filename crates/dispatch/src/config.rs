@@ -12,11 +12,12 @@ mod resolve;
 mod size;
 
 pub use raw::{
-    RawAdmission, RawCache, RawConfig, RawKey, RawRetry, RawRoute, RawUpstream, SizeValue,
+    RawAdmission, RawBatches, RawCache, RawConfig, RawKey, RawRetry, RawRoute, RawUpstream,
+    SizeValue,
 };
 pub use resolve::{
-    AdmissionBackend, AdmissionConfig, CacheConfig, CacheStore, Config, ConfigError,
+    AdmissionBackend, AdmissionConfig, BatchesConfig, CacheConfig, CacheStore, Config, ConfigError,
     DEFAULT_LISTEN, GatewayKey, HedgeAfter, HedgeConfig, RouteConfig, UpstreamApi, UpstreamConfig,
-    default_cache_path,
+    default_cache_path, default_data_dir,
 };
 pub use size::parse_size;

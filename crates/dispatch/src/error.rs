@@ -43,6 +43,8 @@ pub enum ErrorKind {
     Timeout,
     /// The gateway is shutting down (503).
     Unavailable,
+    /// The gateway itself failed: its data directory could not be read or written (500).
+    Internal,
 }
 
 /// A request that could not be served.
@@ -124,6 +126,7 @@ impl DispatchError {
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -156,7 +159,10 @@ impl DispatchError {
             | ErrorKind::MethodNotAllowed => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::RateLimit => "rate_limit_error",
-            ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Unavailable => "api_error",
+            ErrorKind::Upstream
+            | ErrorKind::Timeout
+            | ErrorKind::Unavailable
+            | ErrorKind::Internal => "api_error",
         }
     }
 
@@ -169,7 +175,7 @@ impl DispatchError {
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::RateLimit => "rate_limit_error",
             ErrorKind::Unavailable => "overloaded_error",
-            ErrorKind::Upstream | ErrorKind::Timeout => "api_error",
+            ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal => "api_error",
         }
     }
 

@@ -352,6 +352,9 @@ impl Job {
     /// Publishes a final failure: an upstream error response passes through as it came;
     /// anything else is the gateway's own error.
     fn fail(&self, f: Failure) {
+        // Out of the coalescing map before anyone learns the end: a client that read this
+        // failure and asks again must start a new call, not join the finished one.
+        self.finish();
         match f {
             Failure::Status { head, body, .. } => {
                 self.flight.set_upstream(head.upstream.clone());
@@ -375,7 +378,6 @@ impl Job {
                 });
             }
         }
-        self.finish();
     }
 
     /// Effective limits of a target: configured ones, else those learned from headers.
@@ -1029,8 +1031,10 @@ impl Job {
         }
         // The entry is written before the end is published: a client that read the whole
         // response and asks again must find the entry, not a finished flight.
-        flight.update(|s| s.end = Some(end));
+        // Likewise out of the coalescing map first: a request arriving from now on finds the
+        // entry (written above) or starts a new call, never this finished one.
         self.finish();
+        flight.update(|s| s.end = Some(end));
         if let Some(mut body) = drain {
             // Drain so the connection can be reused (bounded); nobody waits for this.
             let _ = tokio::time::timeout(Duration::from_millis(250), async {

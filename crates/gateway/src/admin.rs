@@ -114,7 +114,7 @@ pub(crate) async fn not_found(req: Request) -> Response {
     let e = DispatchError::new(
         ErrorKind::NotFound,
         format!(
-            "unknown route {} {}: the gateway serves POST /v1/chat/completions, POST /v1/completions, POST /v1/messages, GET /v1/models, GET /health and GET /metrics",
+            "unknown route {} {}: the gateway serves POST /v1/chat/completions, POST /v1/completions, POST /v1/messages, GET /v1/models, /v1/files, /v1/batches, GET /health and GET /metrics",
             req.method(),
             req.uri().path()
         ),
@@ -128,7 +128,7 @@ pub(crate) async fn method_not_allowed(req: Request) -> Response {
     let e = DispatchError::new(
         ErrorKind::MethodNotAllowed,
         format!(
-            "{} is not allowed on {} (model calls are POST; /v1/models, /health and /metrics are GET)",
+            "{} is not allowed on {} (model calls are POST; /v1/models, /health and /metrics are GET; docs/gateway.md lists every route)",
             req.method(),
             req.uri().path()
         ),

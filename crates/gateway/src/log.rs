@@ -60,6 +60,22 @@ impl RequestLog {
         }
     }
 
+    /// The response of a handler that is not a model call (files, batches): an error is
+    /// rendered as OpenAI error JSON and logged once, on this line.
+    pub(crate) fn respond(mut self, result: Result<Response, dispatch::DispatchError>) -> Response {
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.error = Some(e.message.clone());
+                self.level = e.log_level();
+                crate::calls::error_response(client::Api::OpenAi, &e)
+            }
+        };
+        self.status = response.status().as_u16();
+        self.head_sent = Some(self.received.elapsed());
+        self.attach(response)
+    }
+
     /// Moves the log into the response body, so it is written when the body ends.
     pub(crate) fn attach(self, response: Response) -> Response {
         let (parts, body) = response.into_parts();

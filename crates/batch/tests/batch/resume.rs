@@ -161,3 +161,24 @@ async fn a_state_for_another_input_or_output_without_state_is_refused() {
     assert!(msg.contains("already exists and has no state"), "{msg}");
     assert_eq!(env.upstream_requests(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_splits_the_lines_done_before_by_file() {
+    let env = Env::new().await;
+    let input = env.path("in.jsonl");
+    let mut lines = chat_lines(6, "sim:tokens=2");
+    lines.push(chat_line("bad", "sim:fail_rate=1,fail_status=400", "x"));
+    write_lines(&input, &lines);
+    let plan = env.plan(&input);
+    env.run(&plan).await.unwrap();
+
+    let progress = Arc::new(Progress::new());
+    tokenpace_batch::run(&plan, &env.dispatcher, progress.clone(), &Stop::default())
+        .await
+        .unwrap();
+    let s = progress.snapshot();
+    assert_eq!(s.total, 7);
+    assert_eq!((s.already_succeeded, s.already_failed), (6, 1), "{s:?}");
+    assert_eq!(s.already_done, 7);
+    assert_eq!(s.done, 0);
+}

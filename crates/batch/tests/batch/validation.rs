@@ -158,3 +158,40 @@ async fn lines_past_the_limits_are_invalid() {
             .all(|l| l["error"]["code"] == "too_many_lines")
     );
 }
+
+#[test]
+fn with_an_endpoint_every_line_must_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let completion = json!({"custom_id": "c", "method": "POST", "url": "/v1/completions",
+                            "body": {"model": "sim", "prompt": "x"}});
+    write_lines(
+        &input,
+        &[
+            chat_line("a", "sim", "x"),
+            completion,
+            chat_line("b", "sim", "y"),
+        ],
+    );
+    let any = tokenpace_batch::validate::validate(&input, Limits::default()).unwrap();
+    assert_eq!(any.invalid(), 0, "{any:?}");
+    let chat = tokenpace_batch::validate::validate_for(
+        &input,
+        Limits::default(),
+        Some(dispatch::Kind::Chat),
+    )
+    .unwrap();
+    assert_eq!(chat.requests, 3);
+    assert_eq!(chat.problems.len(), 1, "{chat:?}");
+    let p = &chat.problems[0];
+    assert_eq!(
+        (p.line, p.code, p.custom_id.as_deref()),
+        (2, "invalid_request", Some("c"))
+    );
+    assert!(
+        p.message
+            .contains("url '/v1/completions' is not the batch's endpoint '/v1/chat/completions'"),
+        "{}",
+        p.message
+    );
+}

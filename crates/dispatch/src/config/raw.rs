@@ -47,6 +47,24 @@ pub struct RawConfig {
     /// Routes with several targets (fallbacks, latency routing, hedging).
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Where the gateway keeps uploaded files, batch outputs and batch state (default
+    /// `$XDG_DATA_HOME/tokenpace/gateway`). Created on the first `/v1/files` or
+    /// `/v1/batches` request.
+    pub data_dir: Option<String>,
+    /// How `/v1/batches` runs batches.
+    #[serde(default)]
+    pub batches: RawBatches,
+}
+
+/// The `[batches]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatches {
+    /// Requests in flight at most, per batch (default 64).
+    pub concurrency: Option<usize>,
+    /// Largest file `POST /v1/files` accepts, and largest batch input (default `200MB`,
+    /// the Batch API's limit).
+    pub max_file_bytes: Option<SizeValue>,
 }
 
 /// The `[admission]` table.

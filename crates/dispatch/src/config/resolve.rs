@@ -234,6 +234,28 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Routes with several targets.
     pub routes: Vec<RouteConfig>,
+    /// Where uploaded files, batch outputs and batch state live.
+    pub data_dir: PathBuf,
+    /// How `/v1/batches` runs batches.
+    pub batches: BatchesConfig,
+}
+
+/// Validated `[batches]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchesConfig {
+    /// Requests in flight at most, per batch.
+    pub concurrency: usize,
+    /// Largest upload, and largest batch input.
+    pub max_file_bytes: u64,
+}
+
+impl Default for BatchesConfig {
+    fn default() -> Self {
+        BatchesConfig {
+            concurrency: 64,
+            max_file_bytes: 200_000_000,
+        }
+    }
 }
 
 /// The default listen address.
@@ -277,6 +299,22 @@ pub fn default_cache_path(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
             .join(file);
     }
     PathBuf::from("tokenpace-gateway-cache.sqlite")
+}
+
+/// The default data directory: `$XDG_DATA_HOME/tokenpace/gateway`, else
+/// `~/.local/share/tokenpace/gateway`, else `./tokenpace-gateway-data`.
+pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = env("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("tokenpace").join("gateway");
+    }
+    if let Some(home) = env("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home)
+            .join(".local")
+            .join("share")
+            .join("tokenpace")
+            .join("gateway");
+    }
+    PathBuf::from("tokenpace-gateway-data")
 }
 
 /// The key variable conventionally used for a well-known provider host.
@@ -736,6 +774,32 @@ impl RawConfig {
                 hedge,
             });
         }
+        let data_dir = match self.data_dir.as_deref().map(str::trim) {
+            None => default_data_dir(env),
+            Some("") => {
+                return Err(err(
+                    "data_dir",
+                    "is empty: give a directory, or leave it out for the default",
+                ));
+            }
+            Some(d) => PathBuf::from(d),
+        };
+        let defaults = BatchesConfig::default();
+        let batches = BatchesConfig {
+            concurrency: match self.batches.concurrency {
+                Some(0) => return Err(err("batches.concurrency", "at least 1")),
+                Some(n) => n,
+                None => defaults.concurrency,
+            },
+            max_file_bytes: match size(
+                "batches.max_file_bytes",
+                self.batches.max_file_bytes.as_ref(),
+                defaults.max_file_bytes,
+            )? {
+                0 => return Err(err("batches.max_file_bytes", "at least 1 byte")),
+                n => n,
+            },
+        };
         Ok(Config {
             listen,
             stream_headers_after: duration(
@@ -762,6 +826,8 @@ impl RawConfig {
             admission,
             retry,
             routes,
+            data_dir,
+            batches,
         })
     }
 }
@@ -776,6 +842,36 @@ mod tests {
 
     fn resolve(toml: &str) -> Result<Config, ConfigError> {
         RawConfig::from_toml(toml)?.resolve(&no_env)
+    }
+
+    #[test]
+    fn data_dir_and_batches() {
+        let c = resolve("[upstreams.sim]\nurl = \"http://127.0.0.1:9\"\n").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("tokenpace-gateway-data"));
+        assert_eq!(c.batches, BatchesConfig::default());
+        assert_eq!(c.batches.max_file_bytes, 200_000_000);
+        let xdg = |v: &str| (v == "XDG_DATA_HOME").then(|| "/xdg".to_owned());
+        assert_eq!(
+            default_data_dir(&xdg),
+            PathBuf::from("/xdg/tokenpace/gateway")
+        );
+        let home = |v: &str| (v == "HOME").then(|| "/home/u".to_owned());
+        assert_eq!(
+            default_data_dir(&home),
+            PathBuf::from("/home/u/.local/share/tokenpace/gateway")
+        );
+        let c = resolve(
+            "data_dir = \"/srv/tp\"\n[batches]\nconcurrency = 4\nmax_file_bytes = \"1MiB\"\n[upstreams.sim]\nurl = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/tp"));
+        assert_eq!(c.batches.concurrency, 4);
+        assert_eq!(c.batches.max_file_bytes, 1 << 20);
+        let e = resolve("[batches]\nconcurrency = 0\n[upstreams.sim]\nurl = \"http://x\"\n")
+            .unwrap_err();
+        assert_eq!(e.field, "batches.concurrency");
+        let e = resolve("data_dir = \" \"\n[upstreams.sim]\nurl = \"http://x\"\n").unwrap_err();
+        assert_eq!(e.field, "data_dir");
     }
 
     #[test]

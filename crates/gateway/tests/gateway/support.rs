@@ -43,6 +43,15 @@ pub fn config_with_env(toml: &str, env: &[(&str, &str)]) -> Config {
             path.display()
         );
     }
+    // Files and batches are written on first use: a test that configures them must use
+    // a temporary data directory (without `data_dir` no test touches the default one).
+    if toml.contains("data_dir") {
+        assert!(
+            config.data_dir.starts_with(std::env::temp_dir()),
+            "a test's data_dir must be a temporary directory, not {}",
+            config.data_dir.display()
+        );
+    }
     config
 }
 

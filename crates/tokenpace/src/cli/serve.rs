@@ -13,8 +13,9 @@ pub struct ServeArgs {
         value_name = "FILE",
         long_help = "Gateway configuration (TOML): listen, [upstreams.NAME] (url, api, api_key_env, \
 timeout, connect_timeout, models), [aliases], [cache] (enabled, store, path, redis_url, ttl, \
-memory_max_bytes, max_bytes, shared_across_tenants, deterministic_only) and [[keys]] (tenant, \
-key_env). docs/gateway.md describes every field. Flags given on the command line override it."
+memory_max_bytes, max_bytes, shared_across_tenants, deterministic_only), [[keys]] (tenant, \
+key_env), data_dir (uploaded files, batch outputs and batch state) and [batches] (concurrency, \
+max_file_bytes). docs/gateway.md describes every field. Flags given on the command line override it."
     )]
     pub config: Option<PathBuf>,
 

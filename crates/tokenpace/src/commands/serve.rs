@@ -105,6 +105,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         } else {
             "off".to_owned()
         };
+        let data_dir = config.data_dir.display().to_string();
         let (dispatcher, warnings) = Dispatcher::new(config)?;
         for w in warnings {
             eprintln!("tokenpace serve: warning: {w}");
@@ -115,7 +116,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
             out.flush()?;
         }
         eprintln!(
-            "tokenpace serve: upstreams {}; cache {cache}. Point clients' base URL at http://{addr}/v1. Ctrl-C stops.",
+            "tokenpace serve: upstreams {}; cache {cache}; files and batches in {data_dir}. Point clients' base URL at http://{addr}/v1. Ctrl-C stops.",
             upstreams.join(", ")
         );
         let shutdown = CancellationToken::new();
