@@ -54,6 +54,13 @@ print(f"  {n:>6} lines: peak RSS {rss/1024:6.1f} MiB, {n/s['wall_time_s']:8.0f} 
       f"failed {s['counts']['failed']}, output lines {out}, speedup over sequential {s['speedup'] or 0:.1f}x")
 PY
 done
+# The same 50,000 lines with the response cache off: the memory tier (bounded by
+# memory_max_bytes, 64 MiB by default) is the only thing above that grows with the lines.
+printf '[upstreams.sim]\nurl = "%s"\n[cache]\nenabled = false\n' "$SIM" >"$TMP/nocache.toml"
+/usr/bin/time -f '%M %e' -o "$TMP/time-nc" "$BIN" batch run "$TMP/in-50000.jsonl" --output "$TMP/out-nc.jsonl" \
+    --config "$TMP/nocache.toml" --concurrency 64 --quiet || true
+read -r rss secs <"$TMP/time-nc"
+printf '   50000 lines, cache off: peak RSS %6.1f MiB (%s s)\n' "$(python3 -c "print($rss/1024)")" "$secs"
 kill "${PIDS[-1]}" 2>/dev/null || true
 
 echo "== 2. tier use (tier: 20000 tokens per 5 s window; sim:tokens=50, max_tokens 50)"

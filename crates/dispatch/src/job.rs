@@ -971,7 +971,9 @@ impl Job {
             let body = if streamed {
                 Body::Sse(s.events.clone())
             } else {
-                Body::Json(crate::flight::concat(&s.chunks))
+                // A copy: the chunk may be a slice of hyper's read buffer (8 KiB and
+                // more), which a long-lived cache entry would otherwise keep alive whole.
+                Body::Json(Bytes::copy_from_slice(&crate::flight::concat(&s.chunks)))
             };
             (body, s.followers)
         };
