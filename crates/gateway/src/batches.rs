@@ -36,7 +36,7 @@ const FIELDS: [&str; 5] = [
 ];
 
 /// The batch object. `live` are the runner's counters while it runs.
-pub(crate) fn object(b: &BatchRow, live: Option<Snapshot>) -> Value {
+pub(crate) fn object(b: &BatchRow, live: Option<Snapshot>, window: std::time::Duration) -> Value {
     let counts = match live {
         Some(s) if s.total > 0 && matches!(b.status, Status::InProgress | Status::Cancelling) => {
             Counts {
@@ -59,8 +59,7 @@ pub(crate) fn object(b: &BatchRow, live: Option<Snapshot>) -> Value {
         "error_file_id": b.error_file_id,
         "created_at": b.created_at,
         "in_progress_at": b.in_progress_at,
-        // The gateway runs a batch to its end: it never expires.
-        "expires_at": null,
+        "expires_at": b.created_at + i64::try_from(window.as_secs()).unwrap_or(i64::MAX / 2),
         "finalizing_at": b.finalizing_at,
         "completed_at": b.completed_at,
         "failed_at": b.failed_at,
@@ -258,7 +257,7 @@ pub(crate) async fn create(
         let stored = row.clone();
         store.run(move |s| s.add_batch(&stored)).await?;
         st.batches.spawn(&store, row.id.clone());
-        Ok(json_response(StatusCode::OK, &object(&row, None)))
+        Ok(json_response(StatusCode::OK, &object(&row, None, st.batches.completion_window())))
     }
     .await;
     log.respond(result)
@@ -281,7 +280,11 @@ pub(crate) async fn retrieve(
             .ok_or_else(|| no_such("Batch", &id))?;
         Ok(json_response(
             StatusCode::OK,
-            &object(&row, st.batches.live(&row.id)),
+            &object(
+                &row,
+                st.batches.live(&row.id),
+                st.batches.completion_window(),
+            ),
         ))
     }
     .await;
@@ -314,7 +317,7 @@ pub(crate) async fn list(
         let data = page
             .items
             .iter()
-            .map(|b| object(b, st.batches.live(&b.id)))
+            .map(|b| object(b, st.batches.live(&b.id), st.batches.completion_window()))
             .collect();
         Ok(json_response(
             StatusCode::OK,
@@ -354,7 +357,11 @@ pub(crate) async fn cancel(
         }
         Ok(json_response(
             StatusCode::OK,
-            &object(&row, st.batches.live(&row.id)),
+            &object(
+                &row,
+                st.batches.live(&row.id),
+                st.batches.completion_window(),
+            ),
         ))
     }
     .await;

@@ -8,8 +8,9 @@
 //! ```text
 //! validating ──▶ in_progress ──▶ finalizing ──▶ completed
 //!     │               │
-//!     ▼               └──cancel──▶ cancelling ──▶ cancelled (the lines that finished)
-//!   failed (invalid lines, with their line numbers)
+//!     ▼               ├──cancel──▶ cancelling ──▶ cancelled (the lines that finished)
+//!   failed            └──completion window over──▶ expired (the lines that finished)
+//! (failed: invalid lines, with their line numbers)
 //! ```
 //!
 //! The store is the truth: every transition is one conditional update, so a cancel that
@@ -127,6 +128,11 @@ impl Batches {
     }
 
     /// The largest upload, and batch input, accepted.
+    /// The time a batch has to complete (`expires_at` = `created_at` + this).
+    pub(crate) fn completion_window(&self) -> Duration {
+        self.inner.settings.completion_window
+    }
+
     pub(crate) fn max_file_bytes(&self) -> u64 {
         self.inner.settings.max_file_bytes
     }
@@ -416,7 +422,23 @@ async fn run_batch(
         graceful: live.stop.clone(),
         now: inner.now.clone(),
     };
-    let summary = batch::run(&plan, &inner.dispatcher, live.progress.clone(), &stop).await?;
+    // The completion window: at `created_at` + window the batch stops taking lines and
+    // ends `expired` with what finished (OpenAI's 24 h; the gateway's own clock).
+    let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let window = i64::try_from(inner.settings.completion_window.as_secs()).unwrap_or(i64::MAX / 2);
+    let left = (row.created_at + window).saturating_sub(unix_now());
+    let timer = {
+        let (expired, stop) = (expired.clone(), live.stop.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::try_from(left).unwrap_or(0))).await;
+            expired.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+        })
+    };
+    let summary = batch::run(&plan, &inner.dispatcher, live.progress.clone(), &stop).await;
+    timer.abort();
+    let summary = summary?;
+    let expired = expired.load(std::sync::atomic::Ordering::SeqCst);
     let counts = Counts {
         total: summary.counts.total,
         completed: summary.files.output_lines,
@@ -436,6 +458,7 @@ async fn run_batch(
     let end = match status {
         Some(Status::Finalizing) => Status::Completed,
         Some(Status::Cancelling) => Status::Cancelled,
+        Some(Status::InProgress) if expired => Status::Expired,
         Some(Status::InProgress) if inner.stopping.is_cancelled() => {
             // The gateway is shutting down: the batch resumes on the next start.
             let owned = id.to_owned();

@@ -797,15 +797,17 @@ impl Store {
             for f in [&end.output, &end.errors].into_iter().flatten() {
                 insert_file(&tx, f)?;
             }
-            let at = match end.status {
-                Status::Cancelled => "cancelled_at",
-                _ => "completed_at",
+            let (at, from) = match end.status {
+                Status::Cancelled => ("cancelled_at", "'finalizing', 'cancelling'"),
+                // Expiry ends a batch still in progress.
+                Status::Expired => ("expired_at", "'in_progress'"),
+                _ => ("completed_at", "'finalizing', 'cancelling'"),
             };
             tx.execute(
                 &format!(
                     "UPDATE batches SET status = ?2, {at} = ?3, total = ?4, completed = ?5, failed = ?6, \
                      output_file_id = ?7, error_file_id = ?8 \
-                     WHERE id = ?1 AND status IN ('finalizing', 'cancelling')"
+                     WHERE id = ?1 AND status IN ({from})"
                 ),
                 params![
                     id,

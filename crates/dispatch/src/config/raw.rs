@@ -65,6 +65,9 @@ pub struct RawBatches {
     /// Largest file `POST /v1/files` accepts, and largest batch input (default `200MB`,
     /// the Batch API's limit).
     pub max_file_bytes: Option<SizeValue>,
+    /// How long a batch has to complete before it expires (default `24h`, the Batch API's
+    /// completion window; shorter in tests).
+    pub completion_window: Option<String>,
 }
 
 /// The `[admission]` table.

@@ -247,6 +247,8 @@ pub struct BatchesConfig {
     pub concurrency: usize,
     /// Largest upload, and largest batch input.
     pub max_file_bytes: u64,
+    /// Time a batch has to complete before it expires.
+    pub completion_window: Duration,
 }
 
 impl Default for BatchesConfig {
@@ -254,6 +256,7 @@ impl Default for BatchesConfig {
         BatchesConfig {
             concurrency: 64,
             max_file_bytes: 200_000_000,
+            completion_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -798,6 +801,19 @@ impl RawConfig {
             )? {
                 0 => return Err(err("batches.max_file_bytes", "at least 1 byte")),
                 n => n,
+            },
+            completion_window: match duration(
+                "batches.completion_window",
+                self.batches.completion_window.as_ref(),
+                defaults.completion_window,
+            )? {
+                d if d < Duration::from_secs(1) => {
+                    return Err(err(
+                        "batches.completion_window",
+                        "at least 1s (default 24h)",
+                    ));
+                }
+                d => d,
             },
         };
         Ok(Config {

@@ -855,3 +855,38 @@ async fn a_data_dir_belongs_to_one_gateway() {
     // The first one is unaffected.
     assert_eq!(env.get("/v1/files", None).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_past_its_completion_window_expires_with_the_finished_lines() {
+    let env = Env::new("[batches]\nconcurrency = 1\ncompletion_window = \"2s\"\n").await;
+    let model = "sim:ttft=250ms,tokens=2";
+    let file = env.upload(&lines(30, model), None).await;
+    let b = env.create(file["id"].as_str().unwrap(), None).await;
+    let id = b["id"].as_str().unwrap();
+    let created = b["created_at"].as_i64().unwrap();
+    assert_eq!(b["expires_at"].as_i64(), Some(created + 2), "{b}");
+    let expired = env.wait(id, None, |b| b["status"] == "expired").await;
+    assert!(expired["expired_at"].as_i64().is_some(), "{expired}");
+    assert!(expired["completed_at"].is_null(), "{expired}");
+    let finished = expired["request_counts"]["completed"].as_u64().unwrap();
+    assert!(
+        (1..30).contains(&finished),
+        "some lines, not all: {expired}"
+    );
+    assert_eq!(expired["request_counts"]["total"], 30);
+    let (_, bytes) = env
+        .content(expired["output_file_id"].as_str().unwrap(), None)
+        .await;
+    let out = jsonl(&bytes);
+    assert_eq!(
+        out.len() as u64,
+        finished,
+        "the output holds the finished lines"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        upstream_requests(&env.sim, model).await,
+        finished,
+        "nothing is sent after the batch expired"
+    );
+}
