@@ -249,3 +249,50 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_0() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_1_serves_on_one_thread_and_0_is_refused() {
+    let out = run(&[
+        "serve",
+        "--upstream",
+        "sim=http://127.0.0.1:9",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("threads"), "{}", stderr(&out));
+
+    let upstream = ::sim::Simulator::new(::sim::SimConfig::default())
+        .unwrap()
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut cmd = bin();
+    cmd.args(["serve", "--upstream"])
+        .arg(format!("sim={}", upstream.url()))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cache",
+            "memory",
+            "--threads",
+            "1",
+        ]);
+    let server = testkit::spawn_listening(cmd, Duration::from_secs(20)).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let body = serde_json::json!({"model": "sim:tokens=3", "stream": true,
+        "messages": [{"role": "user", "content": "one thread"}]});
+    let r = client
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("data: [DONE]"));
+}
