@@ -19,26 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
-if [[ -z ${NO_BUILD:-} ]]; then cargo build --release -p tokenpace >/dev/null 2>&1 || cargo build --release -p tokenpace; fi
-BIN=${CARGO_TARGET_DIR:-target}/release/tokenpace
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-
-# start NAME ARGS...: runs `tokenpace ARGS`, waits for its address; sets URL and PID.
-start() {
-    local name=$1; shift
-    "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 200); do
-        if [[ -s $TMP/$name.out ]]; then break; fi
-        sleep 0.05
-    done
-    URL=$(head -n 1 "$TMP/$name.out" | sed 's/^listening on //')
-    if [[ -z $URL ]]; then echo "$name did not start:"; cat "$TMP/$name.err"; exit 1; fi
-}
+# shellcheck source=perf-common.sh
+source scripts/perf-common.sh
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
