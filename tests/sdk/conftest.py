@@ -91,8 +91,10 @@ def _start_sim(extra_args: list[str]) -> tuple[Sim, Callable[[], str | None]]:
     return _start_tokenpace(["sim", "--listen", "127.0.0.1:0", *extra_args])
 
 
-def _start_tokenpace(sub_args: list[str]) -> tuple[Sim, Callable[[], str | None]]:
-    """Starts `tokenpace SUBCOMMAND ...` (sim or serve) and waits for its address."""
+def _start_tokenpace(
+    sub_args: list[str], startup_timeout_s: float = STARTUP_TIMEOUT_S
+) -> tuple[Sim, Callable[[], str | None]]:
+    """Starts `tokenpace SUBCOMMAND ...` (sim, serve or serve-local) and waits for its address."""
     binary = tokenpace_bin()
     if not binary.is_file():
         pytest.fail(
@@ -148,10 +150,10 @@ def _start_tokenpace(sub_args: list[str]) -> tuple[Sim, Callable[[], str | None]
         return problem
 
     try:
-        first = lines.get(timeout=STARTUP_TIMEOUT_S)
+        first = lines.get(timeout=startup_timeout_s)
     except queue.Empty:
         first = ""
-        problem = f"printed no line within {STARTUP_TIMEOUT_S}s"
+        problem = f"printed no line within {startup_timeout_s}s"
     else:
         problem = "exited before printing a line" if first is None else ""
     if first and not first.startswith(LISTENING_PREFIX):
@@ -230,6 +232,55 @@ def batch_gateway(sim, tmp_path) -> Iterator[Sim]:
     gw.upstream = sim  # type: ignore[attr-defined]
     gw.data_dir = data_dir  # type: ignore[attr-defined]
     yield gw
+    problem = stop()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+# Loading the local model (with its checksum) takes about a second; the margin is for a busy
+# machine and a debug build.
+LOCAL_STARTUP_TIMEOUT_S = 60.0
+
+
+def _local_model_problem(name: str) -> str | None:
+    """Why `tokenpace serve-local --model NAME` cannot start (None when the model is installed),
+    asked of the binary itself (`model list --json`), so the answer follows the same model
+    directory rules (TOKENPACE_MODEL_DIR, XDG cache) as serve-local."""
+    binary = tokenpace_bin()
+    if not binary.is_file():
+        return None  # _start_tokenpace reports the missing binary.
+    listed = subprocess.run(
+        [str(binary), "model", "list", "--json"], capture_output=True, text=True, timeout=30
+    )
+    if listed.returncode != 0:
+        return f"`tokenpace model list --json` failed: {listed.stderr.strip()}"
+    for model in json.loads(listed.stdout).get("models", []):
+        if model.get("name") == name:
+            if model.get("status") == "installed":
+                return None
+            status = str(model.get("status", "missing")).replace("_", " ")
+            return f"{name} is {status}: run `{model.get('pull_command')}`"
+    return f"tokenpace does not know a model called {name}"
+
+
+@pytest.fixture
+def serve_local() -> Iterator[Sim]:
+    """`tokenpace serve-local --model smollm2` on port 0. Skips when SmolLM2 is not installed,
+    unless TOKENPACE_REQUIRE_MODEL=1 (scripts/test.sh pulls it first), which makes that a failure.
+
+    Its `model` attribute is the served model's name.
+    """
+    problem = _local_model_problem("smollm2")
+    if problem:
+        if os.environ.get("TOKENPACE_REQUIRE_MODEL") == "1":
+            pytest.fail(f"TOKENPACE_REQUIRE_MODEL=1 but {problem}", pytrace=False)
+        pytest.skip(problem)
+    server, stop = _start_tokenpace(
+        ["serve-local", "--model", "smollm2", "--listen", "127.0.0.1:0"],
+        startup_timeout_s=LOCAL_STARTUP_TIMEOUT_S,
+    )
+    server.model = "smollm2"  # type: ignore[attr-defined]
+    yield server
     problem = stop()
     if problem:
         pytest.fail(problem, pytrace=False)

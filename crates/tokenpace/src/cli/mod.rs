@@ -3,10 +3,13 @@
 
 pub mod batch;
 pub mod bench;
+pub mod model;
 mod serve;
+mod serve_local;
 mod sim;
 
 pub use serve::ServeArgs;
+pub use serve_local::ServeLocalArgs;
 pub use sim::SimArgs;
 
 use clap::{Parser, Subcommand};
@@ -41,7 +44,33 @@ pub enum Command {
     /// Run an OpenAI Batch input file (JSONL) now, in parallel, through the cache,
     /// coalescing, tier pacing and retries; resumable after Ctrl-C or a crash.
     Batch(batch::BatchArgs),
+    /// Pull and list the small real models that run on the CPU (smollm2, gemma3-270m).
+    Model(model::ModelArgs),
+    /// Serve a small real model on this machine's CPU behind an OpenAI-compatible API, one
+    /// request at a time from a FIFO queue.
+    #[command(long_about = SERVE_LOCAL_LONG_ABOUT)]
+    ServeLocal(ServeLocalArgs),
 }
+
+const SERVE_LOCAL_LONG_ABOUT: &str = "\
+Serve one small real model (SmolLM2-135M, Gemma 3 270M, or a GGUF file of your own) on this \
+machine's CPU behind the OpenAI API: POST /v1/chat/completions and POST /v1/completions \
+(streamed or not, with exact usage), GET /v1/models, GET /health. Point an OpenAI SDK, \
+`tokenpace bench --base-url` or the gateway at it; nothing leaves the machine.
+
+One request is generated at a time; the others wait in a FIFO queue (--queue-limit, then 503). \
+Every response says how long it waited in server-timing (queue;dur=MS); non-streamed ones add \
+prefill;dur= and decode;dur=. A streamed response starts when its generation starts, with one \
+chunk per piece of text as soon as the model produces it. A client that disconnects cancels \
+its request. Unsupported features (n > 1, logprobs, tools, JSON mode, echo, suffix, best_of, \
+logit_bias) are refused with a 400 that names them.
+
+Install a model first: tokenpace model pull smollm2
+
+Example: tokenpace serve-local --model smollm2, then \
+tokenpace bench --base-url http://127.0.0.1:8091/v1 --model smollm2
+
+The first line on stdout is `listening on http://ADDR`.";
 
 const SERVE_LONG_ABOUT: &str = "\
 Run a gateway in front of OpenAI- or Anthropic-compatible providers: point an application's \
@@ -60,9 +89,15 @@ Measure the latency, throughput and cost of LLM API calls, exactly as docs/metri
 defines them: TTFT, TTFC, TTLT, end-to-end latency, TPOT, inter-token gaps, tokens/s, \
 goodput against an SLO, cost, and the network / queue / processing split.
 
-Without --base-url or --targets, bench starts the provider simulator in-process and runs \
-the lesson's Part 1: \"Explain machine learning in 3 sentences.\", max_tokens 100, 5 runs \
-each on a small-fast (sim-mini) and a large-slow (sim-large) simulated model.
+Without --base-url or --targets, bench runs the lesson's Part 1 in-process: \
+\"Explain machine learning in 3 sentences.\", max_tokens 100, 5 runs each. With SmolLM2 \
+installed (tokenpace model pull smollm2) it measures that real model on this CPU against the \
+simulated large model, then the output-length experiment: the same question asked as is and \
+with \"Answer in ONE sentence.\" Without it, a small-fast (sim-mini) and a large-slow \
+(sim-large) simulated model.
+
+Models: local:smollm2 or local:PATH.gguf run a real model in-process on the CPU; names \
+starting with sim run on the in-process simulator; anything else goes to --base-url.
 
 Modes: sequential (--runs N), fixed concurrency (--concurrency C), a concurrency sweep \
 (--concurrency 1,4,16,64), an open-loop request rate (--rate R --arrival poisson|constant), \

@@ -2,8 +2,10 @@
 
 mod batch;
 mod bench;
+mod model;
 mod progress;
 mod serve;
+mod serve_local;
 mod sim;
 
 use crate::Outcome;
@@ -16,5 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sim(args) => sim::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Batch(args) => batch::run(args),
+        Command::Model(args) => model::run(args),
+        Command::ServeLocal(args) => serve_local::run(args),
     }
 }

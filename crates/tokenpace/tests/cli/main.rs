@@ -8,7 +8,10 @@
 
 mod batch;
 mod bench;
+#[cfg(unix)]
+mod model;
 mod serve;
+mod serve_local;
 mod sim;
 
 use std::process::{Command, Output};
@@ -16,6 +19,22 @@ use std::process::{Command, Output};
 /// The built binary.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tokenpace"))
+}
+
+/// Whether SmolLM2 is installed; panics when TOKENPACE_REQUIRE_MODEL=1 (scripts/test.sh) and
+/// it is not, so that CI never silently skips the real-model tests.
+pub fn smollm2_installed() -> bool {
+    match local::catalog::resolve("smollm2", None) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("TOKENPACE_REQUIRE_MODEL").as_deref() != Ok("1"),
+                "TOKENPACE_REQUIRE_MODEL=1 but the model is missing: {e}"
+            );
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
 }
 
 /// Runs the binary to completion.
