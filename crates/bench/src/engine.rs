@@ -82,12 +82,15 @@ impl Requests {
     fn new(series: &Series, plan: &BenchPlan) -> Result<Requests, BuildError> {
         let mut r = Requests {
             series: series.clone(),
-            workload: plan.workload.clone(),
+            workload: series
+                .workload
+                .clone()
+                .unwrap_or_else(|| plan.workload.clone()),
             stream: plan.stream,
             include_usage: plan.include_usage,
             prebuilt: Vec::new(),
         };
-        let distinct = match &plan.workload.source {
+        let distinct = match &r.workload.source {
             Source::Text(_) => 1,
             Source::Lines(lines) => lines.len().min(PREBUILT),
             Source::Synthetic(_) => 0,

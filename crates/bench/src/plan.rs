@@ -13,7 +13,9 @@ use metrics::slo::Slo;
 use crate::arrival::ArrivalKind;
 use crate::workload::Workload;
 
-/// One measured series: a model on an endpoint. Every series gets the same workload.
+/// One measured series: a model on an endpoint. Every series gets the plan's workload unless
+/// it carries its own (the default run's output-length experiment asks one model the same
+/// question two ways).
 #[derive(Debug, Clone)]
 pub struct Series {
     /// Label in reports (the model, or `target/model` with several targets).
@@ -24,6 +26,8 @@ pub struct Series {
     pub model: String,
     /// True when the endpoint is tokenpace's simulator (reports say so).
     pub simulated: bool,
+    /// This series' own workload, instead of the plan's.
+    pub workload: Option<Workload>,
 }
 
 /// How requests are offered.

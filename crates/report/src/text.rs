@@ -62,10 +62,17 @@ fn header(out: &mut String, r: &RunReport) {
         let _ = writeln!(out, "SLO: {slo}");
     }
     if r.simulated {
-        out.push_str(
-            "!! models are SIMULATED (tokenpace sim): these figures describe the simulator, \
-             not a provider !!\n",
-        );
+        if r.series.iter().all(|s| s.simulated) {
+            out.push_str(
+                "!! models are SIMULATED (tokenpace sim): these figures describe the simulator, \
+                 not a provider !!\n",
+            );
+        } else {
+            out.push_str(
+                "!! models marked [simulated] are SIMULATED (tokenpace sim): their figures describe \
+                 the simulator, not a provider !!\n",
+            );
+        }
     }
 }
 
@@ -492,6 +499,15 @@ mod tests {
         real.simulated = false;
         assert!(!render_text(&real).contains(notice));
         assert!(!render_text(&fixture::sparse()).contains(notice));
+        // A real model beside a simulated one: the notice names which are simulated.
+        let mut mixed = full.clone();
+        mixed.series[0].simulated = false;
+        let text = render_text(&mixed);
+        assert!(!text.contains(notice), "{text}");
+        assert!(
+            text.contains("models marked [simulated] are SIMULATED"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ async fn connection_refused_is_counted() {
         endpoint,
         model: "m".into(),
         simulated: false,
+        workload: None,
     };
     let p = plan(vec![s], Load::Closed { concurrency: 1 }, Stop::Requests(2));
     let r = run(&p).await;

@@ -51,6 +51,7 @@ pub fn series(sim: &RunningSim, models: &[&str]) -> Vec<Series> {
             endpoint: endpoint.clone(),
             model: m.to_string(),
             simulated: true,
+            workload: None,
         })
         .collect()
 }

@@ -42,7 +42,8 @@ Defaults to OPENAI_BASE_URL. Without it (and without --targets) bench starts the
         value_name = "MODEL",
         long_help = "Model to measure. Repeat the flag to compare several models side by side \
 (a value is never split on commas). Names starting with sim run on the in-process simulator \
-unless --base-url or --targets is given."
+unless --base-url or --targets is given. local:smollm2 (after `tokenpace model pull smollm2`) or \
+local:PATH.gguf runs a real model in-process on the CPU."
     )]
     pub models: Vec<String>,
 
@@ -178,4 +179,12 @@ other at every round, and measure that queue rather than the server."
     /// No live progress on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Compute threads of local:... models (default: half the cores, 1 to 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub local_threads: Option<u32>,
+
+    /// Where local models are installed (default: TOKENPACE_MODEL_DIR, else the XDG cache).
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
 }

@@ -24,6 +24,13 @@ use crate::cli::bench::{ApiArg, ArrivalArg, BenchArgs};
 
 /// The lesson's Part 1: small-fast vs large-slow, 5 runs, 100 output tokens.
 const DEFAULT_MODELS: [&str; 2] = ["sim-mini", "sim-large"];
+/// The local model of the default run, when it is installed.
+const DEFAULT_LOCAL: &str = "smollm2";
+/// The lesson's output-length experiment: one question, asked as is and capped to one sentence.
+const LENGTH_QUESTION: &str = "What is machine learning and how is it used?";
+const ONE_SENTENCE: &str = "Answer in ONE sentence.";
+/// Room for the uncapped answer, so that the cap is the prompt's, not max_tokens'.
+const LENGTH_MAX_TOKENS: u32 = 300;
 const DEFAULT_RUNS: u64 = 5;
 const DEFAULT_MAX_TOKENS: u32 = 100;
 
@@ -107,6 +114,11 @@ fn is_sim_model(model: &str) -> bool {
     model == "sim" || model.starts_with("sim-") || model.starts_with("sim:")
 }
 
+/// `local:NAME` or `local:PATH.gguf`: a model run in-process on the CPU.
+fn local_spec(model: &str) -> Option<&str> {
+    model.strip_prefix("local:")
+}
+
 /// Writes `text` to `path` through a temporary file and a rename, so a reader never sees a
 /// half-written report.
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -124,10 +136,47 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a group of models runs.
+#[derive(Debug, Clone)]
+enum Place {
+    /// The in-process simulator.
+    Sim,
+    /// A local model served in-process (`local:SPEC`).
+    Local(String),
+    /// An endpoint.
+    Remote(Target),
+}
+
+/// One group of series before the in-process servers have addresses.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Label prefix (a --targets name).
+    prefix: Option<String>,
+    place: Place,
+    models: Vec<String>,
+    /// Label instead of the model name (the default run's experiment series).
+    label: Option<String>,
+    /// The series' own workload.
+    workload: Option<Workload>,
+}
+
+impl Entry {
+    fn new(prefix: Option<String>, place: Place, models: Vec<String>) -> Self {
+        Entry {
+            prefix,
+            place,
+            models,
+            label: None,
+            workload: None,
+        }
+    }
+}
+
 /// Endpoints and models, before the simulator (if needed) has an address.
 struct ResolvedTargets {
-    /// (label prefix, target, models); a `None` target means "the embedded simulator".
-    entries: Vec<(Option<String>, Option<Target>, Vec<String>)>,
+    entries: Vec<Entry>,
+    /// True for the no-flag run (the lesson's Part 1).
+    embedded_default: bool,
 }
 
 fn resolve_targets(args: &BenchArgs) -> anyhow::Result<ResolvedTargets> {
@@ -176,28 +225,44 @@ fn resolve_targets(args: &BenchArgs) -> anyhow::Result<ResolvedTargets> {
             target
                 .endpoint()
                 .with_context(|| format!("--targets: target '{}'", t.name))?;
-            entries.push((Some(t.name), Some(target), models));
+            entries.push(Entry::new(Some(t.name), Place::Remote(target), models));
         }
-        return Ok(ResolvedTargets { entries });
+        return Ok(ResolvedTargets {
+            entries,
+            embedded_default: false,
+        });
     }
 
     let explicit = args.base_url.clone();
     let from_env = std::env::var("OPENAI_BASE_URL")
         .ok()
         .filter(|v| !v.is_empty());
-    let models: Vec<String> = if args.models.is_empty() {
+    if args.models.is_empty() {
         if explicit.is_some() || from_env.is_some() {
             bail!("--model: name the model to measure (repeat --model to compare several)");
         }
-        DEFAULT_MODELS.iter().map(|m| m.to_string()).collect()
-    } else {
-        args.models.clone()
-    };
+        return Ok(ResolvedTargets {
+            entries: default_entries(args),
+            embedded_default: true,
+        });
+    }
     let mut sim_models = Vec::new();
     let mut remote_models = Vec::new();
-    for m in models {
+    let mut entries = Vec::new();
+    for m in args.models.clone() {
         if m.trim().is_empty() {
             bail!("--model: an empty model name");
+        }
+        if let Some(spec) = local_spec(&m) {
+            if spec.is_empty() {
+                bail!("--model local: name the model, e.g. local:smollm2 or local:PATH.gguf");
+            }
+            entries.push(Entry::new(
+                None,
+                Place::Local(spec.to_owned()),
+                vec![m.clone()],
+            ));
+            continue;
         }
         // Simulator models run in-process unless an endpoint was named on the command line
         // (OPENAI_BASE_URL does not count, so `--model sim-mini` always works offline).
@@ -207,9 +272,8 @@ fn resolve_targets(args: &BenchArgs) -> anyhow::Result<ResolvedTargets> {
             remote_models.push(m);
         }
     }
-    let mut entries = Vec::new();
     if !sim_models.is_empty() {
-        entries.push((None, None, sim_models));
+        entries.insert(0, Entry::new(None, Place::Sim, sim_models));
     }
     if !remote_models.is_empty() {
         let Some(base) = explicit.or(from_env) else {
@@ -229,9 +293,52 @@ fn resolve_targets(args: &BenchArgs) -> anyhow::Result<ResolvedTargets> {
             target = target.with_header(name.trim(), value.trim());
         }
         target.endpoint().context("--base-url")?;
-        entries.push((None, Some(target), remote_models));
+        entries.push(Entry::new(None, Place::Remote(target), remote_models));
     }
-    Ok(ResolvedTargets { entries })
+    Ok(ResolvedTargets {
+        entries,
+        embedded_default: false,
+    })
+}
+
+/// The no-flag run. With SmolLM2 installed: SmolLM2 measured for real against the simulated
+/// large model (labelled simulated), then the lesson's output-length experiment on SmolLM2.
+/// Without it: the simulator's small and large models, and a note on how to make it real.
+fn default_entries(args: &BenchArgs) -> Vec<Entry> {
+    let installed = local::catalog::resolve(DEFAULT_LOCAL, args.model_dir.as_deref()).is_ok();
+    if !installed {
+        eprintln!(
+            "note: measuring simulated models; `tokenpace model pull {DEFAULT_LOCAL}` installs SmolLM2-135M \
+             (98 MB) and makes this run measure a real model on this machine's CPU"
+        );
+        return vec![Entry::new(
+            None,
+            Place::Sim,
+            DEFAULT_MODELS.iter().map(|m| m.to_string()).collect(),
+        )];
+    }
+    let local = Place::Local(DEFAULT_LOCAL.to_owned());
+    let model = format!("local:{DEFAULT_LOCAL}");
+    let experiment = |label: &str, prompt: String| Entry {
+        prefix: None,
+        place: local.clone(),
+        models: vec![model.clone()],
+        label: Some(format!("{model} {label}")),
+        workload: Some(Workload {
+            source: Source::Text(prompt),
+            max_tokens: Some(args.max_tokens.unwrap_or(LENGTH_MAX_TOKENS)),
+            system: args.system.clone(),
+        }),
+    };
+    vec![
+        Entry::new(None, local.clone(), vec![model.clone()]),
+        Entry::new(None, Place::Sim, vec!["sim-large".to_owned()]),
+        experiment("(as asked)", LENGTH_QUESTION.to_owned()),
+        experiment(
+            "(ONE sentence)",
+            format!("{LENGTH_QUESTION} {ONE_SENTENCE}"),
+        ),
+    ]
 }
 
 /// Load shape, stop condition, sweep levels and speedup from the mode flags.
@@ -378,8 +485,15 @@ fn resolve_workload(args: &BenchArgs, embedded_default: bool) -> anyhow::Result<
 /// Runs `tokenpace bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let targets = resolve_targets(&args)?;
-    let needs_sim = targets.entries.iter().any(|(_, t, _)| t.is_none());
-    let embedded_default = targets.entries.iter().all(|(_, t, _)| t.is_none());
+    let needs_sim = targets
+        .entries
+        .iter()
+        .any(|e| matches!(e.place, Place::Sim));
+    let embedded_default = targets.embedded_default
+        || targets
+            .entries
+            .iter()
+            .all(|e| !matches!(e.place, Place::Remote(_)));
     let (load, stop, sweep, speedup) = resolve_load(&args)?;
     let workload = resolve_workload(&args, embedded_default)?;
     let slo = args
@@ -415,33 +529,56 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         } else {
             None
         };
+        let local = LocalModels::start(&targets.entries, &args).await;
+        let mut local = match local {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(sim) = simulator {
+                    sim.stop().await;
+                }
+                return Err(e);
+            }
+        };
         let several = targets
             .entries
             .iter()
-            .filter(|(_, t, _)| t.is_some())
+            .filter(|e| matches!(e.place, Place::Remote(_)))
             .count()
             > 1;
         let mut series = Vec::new();
-        for (name, target, models) in &targets.entries {
-            let (target, simulated) = match (target, &simulator) {
-                (Some(t), _) => (t.clone(), false),
-                (None, Some(sim)) => (
+        // Series served by a model inside this process: its CPU is the model's, not the
+        // client's, so the "client saturated" warning would mislead.
+        let mut in_process = Vec::new();
+        for entry in &targets.entries {
+            let (target, simulated, served) = match (&entry.place, &simulator) {
+                (Place::Remote(t), _) => (t.clone(), false, None),
+                (Place::Sim, Some(sim)) => (
                     Target::new("sim", format!("{}/v1", sim.url()), Api::OpenAi),
                     true,
+                    None,
                 ),
-                (None, None) => bail!("internal: no simulator for simulated models"),
+                (Place::Sim, None) => bail!("internal: no simulator for simulated models"),
+                (Place::Local(spec), _) => {
+                    let (url, name) = local.address(spec)?;
+                    (Target::new("local", url, Api::OpenAi), false, Some(name))
+                }
             };
             let endpoint = target.endpoint()?;
-            for model in models {
-                let label = match name {
-                    Some(n) if several => format!("{n}/{model}"),
+            for model in &entry.models {
+                let label = match (&entry.label, &entry.prefix) {
+                    (Some(l), _) => l.clone(),
+                    (None, Some(n)) if several => format!("{n}/{model}"),
                     _ => model.clone(),
                 };
+                if matches!(entry.place, Place::Local(_)) {
+                    in_process.push(label.clone());
+                }
                 series.push(Series {
                     label,
                     endpoint: endpoint.clone(),
-                    model: model.clone(),
+                    model: served.clone().unwrap_or_else(|| model.clone()),
                     simulated,
+                    workload: entry.workload.clone(),
                 });
             }
         }
@@ -492,7 +629,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         if let Some(sim) = simulator {
             sim.stop().await;
         }
-        let report = result?;
+        local.stop().await;
+        let mut report = result?;
+        for s in &mut report.series {
+            if in_process.contains(&s.label) {
+                s.warnings.retain(|w| w.code != "client_saturated");
+            }
+        }
 
         let text = report::render_text(&report);
         {
@@ -516,4 +659,93 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             Outcome::Success
         })
     })
+}
+
+/// The local models of a run, each loaded once and served in-process on a loopback port.
+struct LocalModels {
+    /// (spec, base URL with /v1, served model name, server).
+    running: Vec<(String, String, String, local::server::RunningLocal)>,
+}
+
+impl LocalModels {
+    async fn start(entries: &[Entry], args: &BenchArgs) -> anyhow::Result<LocalModels> {
+        let mut models = LocalModels {
+            running: Vec::new(),
+        };
+        for entry in entries {
+            let Place::Local(spec) = &entry.place else {
+                continue;
+            };
+            if models.running.iter().any(|(s, ..)| s == spec) {
+                continue;
+            }
+            match Self::start_one(spec, args).await {
+                Ok(r) => models.running.push(r),
+                Err(e) => {
+                    models.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(models)
+    }
+
+    async fn start_one(
+        spec: &str,
+        args: &BenchArgs,
+    ) -> anyhow::Result<(String, String, String, local::server::RunningLocal)> {
+        let resolved = local::catalog::resolve(spec, args.model_dir.as_deref())
+            .with_context(|| format!("--model local:{spec}"))?;
+        let options = local::engine::LoadOptions {
+            threads: args
+                .local_threads
+                .map_or_else(local::engine::default_threads, |n| n as usize),
+            expected_sha256: resolved.expected_sha256.clone(),
+            prefix_reuse: false,
+        };
+        let name = resolved.name.clone();
+        let path = resolved.engine_path.clone();
+        let started = std::time::Instant::now();
+        let model =
+            tokio::task::spawn_blocking(move || local::engine::Model::load(&path, &name, &options))
+                .await
+                .context("loading the local model")?
+                .with_context(|| format!("--model local:{spec}"))?;
+        if !args.quiet {
+            eprintln!(
+                "local model {} loaded from {} in {:.2} s ({} threads)",
+                resolved.name,
+                resolved.engine_path.display(),
+                started.elapsed().as_secs_f64(),
+                model.threads()
+            );
+        }
+        let served = resolved.name.clone();
+        let running = local::server::LocalServer::spawn(
+            model,
+            local::server::ServeOptions {
+                listen: "127.0.0.1:0".parse().context("loopback address")?,
+                ..local::server::ServeOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("serving local:{spec}"))?;
+        let url = format!("{}/v1", running.url());
+        Ok((spec.to_owned(), url, served, running))
+    }
+
+    /// The base URL and served name of `spec`'s server.
+    fn address(&self, spec: &str) -> anyhow::Result<(String, String)> {
+        self.running
+            .iter()
+            .find(|(s, ..)| s == spec)
+            .map(|(_, url, name, _)| (url.clone(), name.clone()))
+            .ok_or_else(|| anyhow::anyhow!("internal: local model {spec} was not started"))
+    }
+
+    async fn stop(&mut self) {
+        for (_, _, _, server) in self.running.drain(..) {
+            server.stop().await;
+        }
+    }
 }

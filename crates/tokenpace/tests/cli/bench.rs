@@ -14,14 +14,139 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `bench` with no local model: the default run stays on the simulator whatever this machine
+/// has installed.
 fn bench(args: &[&str]) -> Output {
-    bin()
-        .arg("bench")
+    bench_in(
+        args,
+        Some(&std::env::temp_dir().join("tokenpace-no-models-here")),
+    )
+}
+
+/// `bench` with the real model cache (XDG or TOKENPACE_MODEL_DIR as the user has it).
+fn bench_with_models(args: &[&str]) -> Output {
+    bench_in(args, None)
+}
+
+fn bench_in(args: &[&str], model_dir: Option<&std::path::Path>) -> Output {
+    let mut cmd = bin();
+    cmd.arg("bench")
         .args(args)
         .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .output()
+        .env_remove("OPENAI_API_KEY");
+    if let Some(dir) = model_dir {
+        cmd.env("TOKENPACE_MODEL_DIR", dir);
+    }
+    cmd.output().unwrap()
+}
+
+fn labels(r: &serde_json::Value) -> Vec<String> {
+    r["series"]
+        .as_array()
         .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn default_run_without_a_local_model_names_the_pull_command() {
+    let out = bench(&["--max-tokens", "2", "--runs", "1", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("tokenpace model pull smollm2"), "{stderr}");
+}
+
+#[test]
+fn default_run_with_smollm2_measures_it_for_real_with_the_output_length_experiment() {
+    if !smollm2_installed() {
+        return;
+    }
+    let dir = scratch("default-local");
+    let json = dir.join("r.json");
+    let out = bench_with_models(&[
+        "--max-tokens",
+        "6",
+        "--runs",
+        "2",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        labels(&r),
+        [
+            "local:smollm2",
+            "sim-large",
+            "local:smollm2 (as asked)",
+            "local:smollm2 (ONE sentence)"
+        ]
+    );
+    let series = r["series"].as_array().unwrap();
+    assert_eq!(series[0]["simulated"], false, "{}", series[0]);
+    assert_eq!(series[1]["simulated"], true, "{}", series[1]);
+    for s in series {
+        assert_eq!(s["requests"]["succeeded"], 2, "{s}");
+        let out_tokens = s["tokens"]["output"].as_u64().unwrap();
+        assert!((1..=12).contains(&out_tokens), "{s}");
+    }
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("SIMULATED"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn local_model_runs_in_process() {
+    if !smollm2_installed() {
+        return;
+    }
+    let dir = scratch("local");
+    let json = dir.join("r.json");
+    let out = bench_with_models(&[
+        "--model",
+        "local:smollm2",
+        "--runs",
+        "3",
+        "--max-tokens",
+        "5",
+        "--local-threads",
+        "1",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(labels(&r), ["local:smollm2"]);
+    let s = &r["series"][0];
+    assert_eq!(s["requests"]["succeeded"], 3, "{s}");
+    assert_eq!(s["simulated"], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unknown_or_missing_local_models_are_usage_errors() {
+    let out = bench(&["--model", "local:nope", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("smollm2"), "{stderr}");
+    let out = bench(&["--model", "local:smollm2", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("tokenpace model pull smollm2"), "{stderr}");
+    let out = bench(&["--model", "local:/nonexistent/model.gguf", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("model.gguf"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bench(&["--model", "local:", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 fn text(o: &[u8]) -> String {
