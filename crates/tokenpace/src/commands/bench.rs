@@ -116,7 +116,7 @@ fn is_sim_model(model: &str) -> bool {
 
 /// `local:NAME` or `local:PATH.gguf`: a model run in-process on the CPU.
 fn local_spec(model: &str) -> Option<&str> {
-    model.strip_prefix("local:")
+    model.strip_prefix(local::catalog::LOCAL_PREFIX)
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a reader never sees a
