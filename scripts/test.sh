@@ -19,6 +19,8 @@ VENV=$REPO_ROOT/target/sdk-venv
 SDK_REQUIREMENTS=tests/sdk/requirements.txt
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# A clean run gains nothing from incremental state, which was about a quarter of target/ (2.2 GB).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PYTHONDONTWRITEBYTECODE=1
@@ -51,6 +53,16 @@ on_exit() {
     if [[ ${#TIMINGS[@]} -gt 0 ]]; then
         echo "==> step timings:"
         printf '    %s\n' "${TIMINGS[@]}"
+    fi
+    disk_report
+}
+
+# What target/ takes and what is left: a full disk fails a build with "No space left on device"
+# in whichever crate is compiling at the time, so the log should show how close it came.
+disk_report() {
+    if [[ -d $TARGET_DIR ]]; then
+        echo "==> disk: target/ holds $(du -sh "$TARGET_DIR" 2>/dev/null | cut -f1);" \
+            "$(df -h --output=avail "$TARGET_DIR" 2>/dev/null | tail -n 1 | tr -d ' ') free"
     fi
 }
 trap on_exit EXIT
@@ -136,6 +148,7 @@ setup_nextest() {
     fi
 }
 
+disk_report
 step "setup (python venv, redis-server, cargo-nextest)"
 setup_python
 setup_redis
@@ -150,7 +163,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "local model: SmolLM2-135M (pulled once, then cached)"
 # The end-to-end tests of the local engine need the real model; they fail rather than skip when
 # TOKENPACE_REQUIRE_MODEL=1. The cache is the user's (XDG), so a developer's pull is reused.
-cargo build --bin tokenpace
+# The same command as the build step before pytest, so that step has nothing left to do.
+cargo build --workspace --bins
 "$TARGET_DIR/debug/tokenpace" model pull smollm2
 export TOKENPACE_REQUIRE_MODEL=1
 
