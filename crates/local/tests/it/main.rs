@@ -7,7 +7,10 @@
 
 mod engine;
 mod fixture;
+mod gemma;
+mod llama;
 #[cfg(unix)]
 mod pull;
 mod server;
+mod tokenizer;
 mod verify;

@@ -184,6 +184,17 @@ other at every round, and measure that queue rather than the server."
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub local_threads: Option<u32>,
 
+    /// Network engine of local:... models: candle, or llama-cpp in builds with the llama feature.
+    #[arg(
+        long,
+        value_name = "ENGINE",
+        value_parser = clap::builder::ValueParser::new(crate::cli::serve_local::parse_engine),
+        long_help = "The implementation that runs the network: candle (pure Rust, always built) or llama-cpp \
+(llama.cpp; only in builds with `--features llama`, where it is the default). Tokenizer, chat \
+template and sampling are tokenpace's own either way, so both give the same prompt ids."
+    )]
+    pub local_engine: Option<local::engine::Engine>,
+
     /// Where local models are installed (default: TOKENPACE_MODEL_DIR, else the XDG cache).
     #[arg(long, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// Parses `--engine`, with the error that says how to get llama.cpp when it is not built in.
+pub fn parse_engine(s: &str) -> Result<local::engine::Engine, String> {
+    s.parse()
+}
+
 /// Arguments of `tokenpace serve-local`.
 #[derive(Debug, Args)]
 pub struct ServeLocalArgs {
@@ -40,6 +45,17 @@ Port 0 picks a free port; the first stdout line names it."
 HTTP handling takes a small extra thread pool."
     )]
     pub threads: Option<u32>,
+
+    /// Network engine: candle, or llama-cpp in builds with the llama feature.
+    #[arg(
+        long,
+        value_name = "ENGINE",
+        value_parser = clap::builder::ValueParser::new(parse_engine),
+        long_help = "The implementation that runs the network: candle (pure Rust, always built) or llama-cpp \
+(llama.cpp; only in builds with `--features llama`, where it is the default). Tokenizer, chat \
+template and sampling are tokenpace's own either way, so both give the same prompt ids."
+    )]
+    pub engine: Option<local::engine::Engine>,
 
     /// Reuse the KV cache when a prompt extends the previous one.
     #[arg(

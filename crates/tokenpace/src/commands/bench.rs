@@ -26,6 +26,8 @@ use crate::cli::bench::{ApiArg, ArrivalArg, BenchArgs};
 const DEFAULT_MODELS: [&str; 2] = ["sim-mini", "sim-large"];
 /// The local model of the default run, when it is installed.
 const DEFAULT_LOCAL: &str = "smollm2";
+/// The larger local model the default run compares it with, when that is installed too.
+const DEFAULT_LOCAL_LARGER: &str = "gemma3-270m";
 /// The lesson's output-length experiment: one question, asked as is and capped to one sentence.
 const LENGTH_QUESTION: &str = "What is machine learning and how is it used?";
 const ONE_SENTENCE: &str = "Answer in ONE sentence.";
@@ -301,8 +303,9 @@ fn resolve_targets(args: &BenchArgs) -> anyhow::Result<ResolvedTargets> {
     })
 }
 
-/// The no-flag run. With SmolLM2 installed: SmolLM2 measured for real against the simulated
-/// large model (labelled simulated), then the lesson's output-length experiment on SmolLM2.
+/// The no-flag run. With SmolLM2 installed: SmolLM2 measured for real against a larger model —
+/// Gemma 3 270M when it is installed too (two real sizes), else the simulated large model
+/// (labelled simulated) — then the lesson's output-length experiment on SmolLM2.
 /// Without it: the simulator's small and large models, and a note on how to make it real.
 fn default_entries(args: &BenchArgs) -> Vec<Entry> {
     let installed = local::catalog::resolve(DEFAULT_LOCAL, args.model_dir.as_deref()).is_ok();
@@ -330,9 +333,19 @@ fn default_entries(args: &BenchArgs) -> Vec<Entry> {
             system: args.system.clone(),
         }),
     };
+    let larger = if local::catalog::resolve(DEFAULT_LOCAL_LARGER, args.model_dir.as_deref()).is_ok()
+    {
+        Entry::new(
+            None,
+            Place::Local(DEFAULT_LOCAL_LARGER.to_owned()),
+            vec![format!("local:{DEFAULT_LOCAL_LARGER}")],
+        )
+    } else {
+        Entry::new(None, Place::Sim, vec!["sim-large".to_owned()])
+    };
     vec![
         Entry::new(None, local.clone(), vec![model.clone()]),
-        Entry::new(None, Place::Sim, vec!["sim-large".to_owned()]),
+        larger,
         experiment("(as asked)", LENGTH_QUESTION.to_owned()),
         experiment(
             "(ONE sentence)",
@@ -697,6 +710,9 @@ impl LocalModels {
         let resolved = local::catalog::resolve(spec, args.model_dir.as_deref())
             .with_context(|| format!("--model local:{spec}"))?;
         let options = local::engine::LoadOptions {
+            engine: args
+                .local_engine
+                .unwrap_or_else(local::engine::Engine::default_for_build),
             threads: args
                 .local_threads
                 .map_or_else(local::engine::default_threads, |n| n as usize),
@@ -713,10 +729,11 @@ impl LocalModels {
                 .with_context(|| format!("--model local:{spec}"))?;
         if !args.quiet {
             eprintln!(
-                "local model {} loaded from {} in {:.2} s ({} threads)",
+                "local model {} loaded from {} in {:.2} s ({} engine, {} threads)",
                 resolved.name,
                 resolved.engine_path.display(),
                 started.elapsed().as_secs_f64(),
+                model.engine(),
                 model.threads()
             );
         }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context;
-use local::engine::{LoadOptions, Model, default_threads};
+use local::engine::{Engine, LoadOptions, Model, default_threads};
 use local::server::{LocalServer, ServeOptions};
 
 use crate::Outcome;
@@ -17,6 +17,7 @@ pub fn run(args: ServeLocalArgs) -> anyhow::Result<Outcome> {
     let resolved = local::catalog::resolve(&args.model, args.model_dir.as_deref())
         .with_context(|| format!("--model {}", args.model))?;
     let options = LoadOptions {
+        engine: args.engine.unwrap_or_else(Engine::default_for_build),
         threads: args.threads.map_or_else(default_threads, |n| n as usize),
         expected_sha256: resolved.expected_sha256.clone(),
         prefix_reuse: args.prefix_reuse,
@@ -26,6 +27,7 @@ pub fn run(args: ServeLocalArgs) -> anyhow::Result<Outcome> {
         .with_context(|| format!("loading --model {}", args.model))?;
     let load_time = loading.elapsed();
     let threads = model.threads();
+    let engine = model.engine();
     let context = model.prompter().context_length();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -49,10 +51,11 @@ pub fn run(args: ServeLocalArgs) -> anyhow::Result<Outcome> {
             out.flush()?;
         }
         eprintln!(
-            "tokenpace serve-local: model {} from {} ({} threads, context {} tokens, loaded in {:.2} s); \
+            "tokenpace serve-local: model {} from {} ({} engine, {} threads, context {} tokens, loaded in {:.2} s); \
 queue limit {}{}. Ctrl-C stops.",
             server.model_name(),
             resolved.engine_path.display(),
+            engine,
             threads,
             context,
             load_time.as_secs_f64(),

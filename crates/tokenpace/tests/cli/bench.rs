@@ -58,21 +58,27 @@ fn default_run_without_a_local_model_names_the_pull_command() {
 }
 
 #[test]
+#[cfg(unix)]
 fn default_run_with_smollm2_measures_it_for_real_with_the_output_length_experiment() {
     if !smollm2_installed() {
         return;
     }
     let dir = scratch("default-local");
     let json = dir.join("r.json");
-    let out = bench_with_models(&[
-        "--max-tokens",
-        "6",
-        "--runs",
-        "2",
-        "-q",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    // A model directory with SmolLM2 only, whatever else this machine has installed.
+    let models = models_with(&dir, &["smollm2"]);
+    let out = bench_in(
+        &[
+            "--max-tokens",
+            "6",
+            "--runs",
+            "2",
+            "-q",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Some(&models),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -95,6 +101,60 @@ fn default_run_with_smollm2_measures_it_for_real_with_the_output_length_experime
     }
     let stdout = text(&out.stdout);
     assert!(stdout.contains("SIMULATED"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A model directory in `dir` holding links to the named installed models.
+#[cfg(unix)]
+fn models_with(dir: &std::path::Path, names: &[&str]) -> PathBuf {
+    let real = local::catalog::model_dir(None).unwrap();
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    for name in names {
+        std::os::unix::fs::symlink(real.join(name), models.join(name)).unwrap();
+    }
+    models
+}
+
+#[test]
+#[cfg(unix)]
+fn default_run_with_gemma_too_compares_two_real_sizes() {
+    if !smollm2_installed() || local::catalog::resolve("gemma3-270m", None).is_err() {
+        eprintln!("skipped: needs smollm2 and gemma3-270m installed");
+        return;
+    }
+    let dir = scratch("default-two-sizes");
+    let json = dir.join("r.json");
+    let models = models_with(&dir, &["smollm2", "gemma3-270m"]);
+    let out = bench_in(
+        &[
+            "--max-tokens",
+            "4",
+            "--runs",
+            "1",
+            "-q",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Some(&models),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        labels(&r),
+        [
+            "local:smollm2",
+            "local:gemma3-270m",
+            "local:smollm2 (as asked)",
+            "local:smollm2 (ONE sentence)"
+        ]
+    );
+    for s in r["series"].as_array().unwrap() {
+        assert_eq!(s["simulated"], false, "{s}");
+        assert_eq!(s["requests"]["succeeded"], 1, "{s}");
+    }
+    assert!(!text(&out.stdout).contains("SIMULATED"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
