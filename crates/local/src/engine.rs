@@ -134,6 +134,11 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// The most prompt tokens one forward pass takes: a longer prompt is prefilled in chunks, with a
+/// cancellation probe between them (about 4 s of work at 120 tokens/s). Prompts up to this size,
+/// the usual case, run in one pass as before.
+pub const PREFILL_CHUNK: usize = 512;
+
 /// Sampling and stopping for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenParams {
@@ -192,7 +197,9 @@ pub struct Generation {
     pub decode: Duration,
 }
 
-/// What the text callback tells the engine.
+/// What the text callback tells the engine. The callback also gets an empty string between
+/// chunks of a long prefill ([`PREFILL_CHUNK`] tokens each): a probe, so a request whose client
+/// left stops within one chunk instead of after its whole prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     /// Go on.
@@ -468,14 +475,35 @@ impl Model {
             0
         };
         self.cached.truncate(reuse);
-        let mut logits = match self.forward(&prompt[reuse..], reuse) {
-            Ok(l) => l,
-            Err(e) => {
-                self.cached.clear();
-                return Err(e);
+        // The prompt goes through in chunks, with a cancellation probe between them.
+        let mut logits = None;
+        for chunk in prompt[reuse..].chunks(PREFILL_CHUNK) {
+            if logits.is_some() && on_text("") == Control::Cancel {
+                return Ok(Generation {
+                    prompt_tokens: prompt.len() as u32,
+                    cached_tokens: reuse as u32,
+                    completion_tokens: 0,
+                    finish: Finish::Cancelled,
+                    text: String::new(),
+                    prefill: started.elapsed(),
+                    decode: Duration::ZERO,
+                });
             }
+            let pos = self.cached.len();
+            match self.forward(chunk, pos) {
+                Ok(l) => logits = Some(l),
+                Err(e) => {
+                    self.cached.clear();
+                    return Err(e);
+                }
+            }
+            self.cached.extend_from_slice(chunk);
+        }
+        let Some(mut logits) = logits else {
+            return Err(LocalError::Invalid(
+                "the prompt is empty: give at least one token of text".into(),
+            ));
         };
-        self.cached.extend_from_slice(&prompt[reuse..]);
         let sampling = if params.temperature <= 0.0 {
             Sampling::ArgMax
         } else if params.top_p > 0.0 && params.top_p < 1.0 {

@@ -294,6 +294,14 @@ fn run_job(
         if shared.cancel_running.load(Ordering::SeqCst) {
             return Control::Cancel;
         }
+        if text.is_empty() {
+            // A probe between prefill chunks: nothing to send, only whether anyone still waits.
+            return if events.is_closed() {
+                Control::Cancel
+            } else {
+                Control::Continue
+            };
+        }
         match events.send(Event::Text(text.to_owned())) {
             Ok(()) => Control::Continue,
             // The receiver is gone: the client left.

@@ -10,7 +10,9 @@
 use std::sync::Mutex;
 
 use serde_json::Value;
-use tokenpace_local::engine::{Control, Engine, Finish, GenParams, LoadOptions, Model};
+use tokenpace_local::engine::{
+    Control, Engine, Finish, GenParams, LoadOptions, Model, PREFILL_CHUNK,
+};
 use tokenpace_local::template::Message;
 
 use super::server::smollm2;
@@ -215,6 +217,39 @@ fn stops_seeds_reuse_and_cancel() {
         .unwrap();
     assert_eq!(g.finish, Finish::Cancelled);
     assert!(g.completion_tokens <= 4, "{}", g.completion_tokens);
+
+    // A long prompt is prefilled in chunks with an empty-text probe between them: a Cancel
+    // there stops before the rest of the prompt and before any token.
+    let long = m
+        .prompter()
+        .text_prompt(&"The quick brown fox jumps over the lazy dog. ".repeat(60));
+    assert!(long.len() > PREFILL_CHUNK + 1, "{} tokens", long.len());
+    let mut probes = 0;
+    let g = m
+        .generate(&long, &greedy(2), &mut |text| {
+            if text.is_empty() {
+                probes += 1;
+                Control::Cancel
+            } else {
+                Control::Continue
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        (g.finish, g.completion_tokens, probes),
+        (Finish::Cancelled, 0, 1)
+    );
+    assert!(g.text.is_empty());
+    // One token over a chunk: two passes, one probe, then generation as usual.
+    let mut probes = 0;
+    let g = m
+        .generate(&long[..=PREFILL_CHUNK], &greedy(2), &mut |text| {
+            probes += usize::from(text.is_empty());
+            Control::Continue
+        })
+        .unwrap();
+    assert_eq!(probes, 1);
+    assert_eq!(g.completion_tokens, 2);
 
     // Over the context: refused before any work.
     let e = m

@@ -19,8 +19,8 @@ pub struct ServeLocalArgs {
         value_name = "MODEL",
         long_help = "The model to serve: a name tokenpace knows (smollm2, gemma3-270m; install it \
 first with `tokenpace model pull NAME`), the same with a local: prefix, or the path of a GGUF \
-file (local:PATH.gguf or PATH.gguf) with a Llama-style architecture and a GPT-2-style BPE \
-tokenizer. Requests name it by its name (the file stem for a path), with or without local:."
+file (local:PATH.gguf or PATH.gguf) with the llama or gemma3 architecture and a byte-level BPE \
+or SentencePiece tokenizer. Requests name it by its name (the file stem for a path), with or without local:."
     )]
     pub model: String,
 

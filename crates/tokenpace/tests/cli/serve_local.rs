@@ -44,6 +44,28 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(&["serve-local", "--model", "smollm2", "--listen", "localhost"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = run(&["serve-local", "--model", "smollm2", "--engine", "vulkan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("unknown engine 'vulkan'"), "{err}");
+    if cfg!(not(feature = "llama")) {
+        // A build without llama.cpp says how to get it, on both commands that take an engine.
+        for args in [
+            &["serve-local", "--model", "smollm2", "--engine", "llama-cpp"][..],
+            &[
+                "bench",
+                "--model",
+                "local:smollm2",
+                "--local-engine",
+                "llama-cpp",
+            ][..],
+        ] {
+            let out = run(args);
+            assert_eq!(out.status.code(), Some(2));
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(err.contains("--features llama"), "{err}");
+        }
+    }
     let out = run(&["serve-local", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
