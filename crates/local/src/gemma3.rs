@@ -232,14 +232,31 @@ impl Gemma3 {
             .to_dtype(DType::F32)?
             .affine((s.hidden as f64).sqrt(), 0.0)?
             .unsqueeze(0)?;
-        for layer in &mut self.layers {
-            let rope = if layer.sliding {
-                &self.rope_local
+        // The masks depend only on the positions: one for the global layers and one for the
+        // sliding ones, made once per pass rather than once per layer. A single query (decode)
+        // needs none: its keys are cut to its window.
+        let view = |sliding: bool| -> Result<KeyView> {
+            let first = if sliding {
+                (pos + 1).saturating_sub(s.window)
             } else {
-                &self.rope_global
+                0
+            };
+            let mask = if seq > 1 {
+                Some(mask(sliding, seq, pos, first, s.window)?)
+            } else {
+                None
+            };
+            Ok(KeyView { first, mask })
+        };
+        let views = [view(false)?, view(true)?];
+        for layer in &mut self.layers {
+            let (rope, keys) = if layer.sliding {
+                (&self.rope_local, &views[1])
+            } else {
+                (&self.rope_global, &views[0])
             };
             let h = rms_norm(&x, &layer.attn_norm, s.eps)?;
-            let a = layer.attention(&h, pos, rope, &s)?;
+            let a = layer.attention(&h, pos, rope, keys, &s)?;
             x = (x + rms_norm(&a, &layer.post_attn_norm, s.eps)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, s.eps)?;
             let f = layer
@@ -253,9 +270,23 @@ impl Gemma3 {
     }
 }
 
+/// Which keys a layer's queries read in one pass: from position `first` on, with `mask`
+/// (`(seq, keys)`, additive) when several queries run at once.
+struct KeyView {
+    first: usize,
+    mask: Option<Tensor>,
+}
+
 impl Layer {
     /// Self-attention of `h` `(1, seq, hidden)` at positions `pos..`, updating the KV cache.
-    fn attention(&mut self, h: &Tensor, pos: usize, rope: &Rope, s: &Shape) -> Result<Tensor> {
+    fn attention(
+        &mut self,
+        h: &Tensor,
+        pos: usize,
+        rope: &Rope,
+        view: &KeyView,
+        s: &Shape,
+    ) -> Result<Tensor> {
         let seq = h.dim(1)?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             t.reshape((1, seq, n, s.head_dim))?.transpose(1, 2)
@@ -283,12 +314,8 @@ impl Layer {
         };
         self.cache = Some((k.clone(), v.clone()));
 
-        // Keys before the first query's window are invisible to every query: leave them out.
-        let first = if self.sliding {
-            (pos + 1).saturating_sub(s.window)
-        } else {
-            0
-        };
+        // Keys before the first query's window are invisible to every query: left out.
+        let first = view.first;
         let total = pos + seq;
         let k = k.narrow(2, first, total - first)?;
         let v = v.narrow(2, first, total - first)?;
@@ -300,14 +327,12 @@ impl Layer {
         let q = q.reshape((1, s.kv_heads, group * seq, s.head_dim))?;
         let scale = 1.0 / (s.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = if seq > 1 {
-            let mask = mask(self.sliding, seq, pos, first, s.window)?;
-            scores
+        let scores = match &view.mask {
+            Some(mask) => scores
                 .reshape((1, s.kv_heads, group, seq, keys))?
-                .broadcast_add(&mask)?
-                .reshape((1, s.kv_heads, group * seq, keys))?
-        } else {
-            scores
+                .broadcast_add(mask)?
+                .reshape((1, s.kv_heads, group * seq, keys))?,
+            None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs

@@ -9,26 +9,15 @@
 //! tests skip when it is absent unless TOKENPACE_REQUIRE_GEMMA=1.
 
 use serde_json::Value;
-use tokenpace_local::catalog::{self, ResolvedModel};
+use tokenpace_local::catalog::ResolvedModel;
 use tokenpace_local::engine::{Control, Engine, GenParams, LoadOptions, Model};
 
 /// A gap between the top two logits below this is a near-tie: the assertion stops before it.
 const NEAR_TIE: f64 = 0.1;
 
-/// Gemma 3 270M if installed; `None` (after saying "skipped") if not, unless
-/// TOKENPACE_REQUIRE_GEMMA=1, which turns a missing model into a failure.
+/// Gemma 3 270M if installed (TOKENPACE_REQUIRE_GEMMA=1 makes its absence a failure).
 pub fn gemma3() -> Option<ResolvedModel> {
-    match catalog::resolve("gemma3-270m", None) {
-        Ok(model) => Some(model),
-        Err(e) => {
-            assert!(
-                std::env::var("TOKENPACE_REQUIRE_GEMMA").as_deref() != Ok("1"),
-                "TOKENPACE_REQUIRE_GEMMA=1 but gemma3-270m cannot be used: {e}"
-            );
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
+    super::server::installed("gemma3-270m", "TOKENPACE_REQUIRE_GEMMA")
 }
 
 /// Loads Gemma with prefix reuse on. Reuse applies only when a prompt extends the previous

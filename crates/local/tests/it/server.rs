@@ -17,20 +17,25 @@ use tokenpace_local::catalog::{self, ResolvedModel};
 use tokenpace_local::engine::{Engine, LoadOptions, Model, Prompter, default_threads};
 use tokenpace_local::server::{LocalServer, RunningLocal, SHUTDOWN_GRACE, ServeOptions};
 
-/// SmolLM2 if installed; `None` (after saying "skipped") if not, unless
-/// TOKENPACE_REQUIRE_MODEL=1, which turns a missing model into a failure.
-pub fn smollm2() -> Option<ResolvedModel> {
-    match catalog::resolve("smollm2", None) {
+/// The installed model `name`; `None` (after saying "skipped") if it is not installed, unless
+/// the environment variable `require` is 1, which turns a missing model into a failure.
+pub fn installed(name: &str, require: &str) -> Option<ResolvedModel> {
+    match catalog::resolve(name, None) {
         Ok(model) => Some(model),
         Err(e) => {
             assert!(
-                std::env::var("TOKENPACE_REQUIRE_MODEL").as_deref() != Ok("1"),
-                "TOKENPACE_REQUIRE_MODEL=1 but smollm2 cannot be used: {e}"
+                std::env::var(require).as_deref() != Ok("1"),
+                "{require}=1 but {name} cannot be used: {e}"
             );
             eprintln!("skipped: {e}");
             None
         }
     }
+}
+
+/// SmolLM2 if installed (TOKENPACE_REQUIRE_MODEL=1 makes its absence a failure).
+pub fn smollm2() -> Option<ResolvedModel> {
+    installed("smollm2", "TOKENPACE_REQUIRE_MODEL")
 }
 
 fn load(resolved: &ResolvedModel) -> Model {
